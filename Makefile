@@ -1,0 +1,44 @@
+# `make demo` and `make test` bootstrap everything they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration test-e2e lint bench sandbox clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/wavegate demo
+
+test: $(STAMP) sandbox
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+test-e2e: $(STAMP) sandbox
+	$(BIN)/pytest tests/e2e
+
+# The kube sandbox binaries (built once from Debian's kubernetes source, then cached).
+# Exit 3 means this machine cannot build them; the e2e tests then skip, except under CI=true.
+sandbox:
+	@bash scripts/build-kube-sandbox.sh || { status=$$?; [ $$status -eq 3 ] && [ "$$CI" != "true" ] || exit $$status; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .wavegate .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""`LIBRARY_FAIL`: failure injection for testing the orchestrator, not the app.
+
+Values: `crash` (exit 1 before listening), `never-ready` (/healthz answers 503 forever),
+`error-5xx` (every /api/* request answers 500), `error-5xx-first-N` (the first N /api/*
+requests of the process answer 500). Parsing is pure; the request counter is process state,
+so the server owns it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_FIRST_N = re.compile(r"error-5xx-first-(\d+)")
+
+
+@dataclass(frozen=True)
+class Faults:
+    crash: bool = False
+    never_ready: bool = False
+    api_errors_always: bool = False
+    api_errors_first: int = 0
+
+    def fails_api_request(self, number: int) -> bool:
+        """Whether the process's `number`-th /api/* request (from 1) answers 500."""
+        return self.api_errors_always or number <= self.api_errors_first
+
+
+def parse_faults(value: str) -> Faults:
+    match value:
+        case "":
+            return Faults()
+        case "crash":
+            return Faults(crash=True)
+        case "never-ready":
+            return Faults(never_ready=True)
+        case "error-5xx":
+            return Faults(api_errors_always=True)
+    first_n = _FIRST_N.fullmatch(value)
+    if first_n:
+        return Faults(api_errors_first=int(first_n[1]))
+    # A typo must not silently run a healthy app in a test that expects a failure.
+    raise ValueError(
+        f"LIBRARY_FAIL={value!r}: expected crash, never-ready, error-5xx or error-5xx-first-N"
+    )

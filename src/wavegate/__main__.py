@@ -1,0 +1,3 @@
+from wavegate.cli import main
+
+main()

@@ -1,0 +1,242 @@
+"""The checks file: who probes (principals), what they try (checks), what must come back.
+
+`load` parses `checks.yaml` (already rendered for a version) into a `Suite`; `Suite.probes`
+expands it into the flat list of single requests a verification sends: every principal of an
+authz matrix against every resource, each expected to be allowed or denied. Pure: no tokens are
+read here and nothing is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wavegate import schema
+from wavegate.yamlsource import FieldPath, Source, parse
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+SEVERITIES = ("security", "functional")
+DENIAL_STATUSES = (401, 403, 404)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    token_env: str | None = None
+    token_file: Path | None = None
+    line: int | None = None
+
+    @property
+    def sends_token(self) -> bool:
+        return self.token_env is not None or self.token_file is not None
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class JsonIds:
+    path: str
+    subset_of: tuple[str, ...] | None = None
+    equals: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A single request's expectation; each given part must hold."""
+
+    status: tuple[int, ...] = (200,)
+    json: Mapping[str, Any] = field(default_factory=dict)
+    json_ids: JsonIds | None = None
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """A matrix pair the allow-list grants: 2xx showing the resource's marker."""
+
+    marker: str
+
+
+@dataclass(frozen=True)
+class Denied:
+    """A matrix pair the allow-list does not grant: 401/403/404 without the marker."""
+
+    marker: str
+
+
+Expectation = Expect | Allowed | Denied
+
+
+@dataclass(frozen=True)
+class Probe:
+    check: str
+    principal: Principal | None
+    request: Request
+    expectation: Expectation
+    severity: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    principals: Mapping[str, Principal]
+    probes: tuple[Probe, ...]
+    file: Path
+
+
+def load(text: str, file: Path) -> Suite:
+    data, source = parse(text, file)
+    root = schema.mapping(data, (), source, allowed=("principals", "checks"),
+                          required=("checks",))
+    principals = _principals(root.get("principals", {}), source)
+    probes: list[Probe] = []
+    items = schema.sequence(root["checks"], ("checks",), source)
+    if not items:
+        raise source.error(("checks",), "a checks file needs at least one check")
+    for index, item in enumerate(items):
+        probes.extend(_check(item, ("checks", index), principals, source))
+    return Suite(principals=principals, probes=tuple(probes), file=file)
+
+
+def _principals(value: Any, source: Source) -> dict[str, Principal]:
+    raw = schema.mapping(value, ("principals",), source,
+                         allowed=value if isinstance(value, dict) else ())
+    principals = {}
+    for name, spec in raw.items():
+        path: FieldPath = ("principals", name)
+        fields = schema.mapping(spec or {}, path, source, allowed=("token_env", "token_file"))
+        if len(fields) > 1:
+            raise source.error(path, "give at most one of token_env or token_file")
+        token_file = fields.get("token_file")
+        principals[name] = Principal(
+            name=name,
+            token_env=schema.string(fields["token_env"], path + ("token_env",), source)
+            if "token_env" in fields else None,
+            token_file=source.file.parent / schema.string(token_file, path + ("token_file",),
+                                                          source) if token_file else None,
+            line=source.line(path),
+        )
+    return principals
+
+
+def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
+           source: Source) -> list[Probe]:
+    raw = schema.mapping(value, path, source, allowed=(
+        "name", "request", "as", "expect", "authz_matrix", "severity"), required=("name",))
+    name = schema.string(raw["name"], path + ("name",), source)
+    if ("authz_matrix" in raw) == ("request" in raw):
+        raise source.error(path, "a check needs exactly one of 'request' or 'authz_matrix'")
+    if "authz_matrix" in raw:
+        severity = _severity(raw, path, source, default="security")
+        return _matrix(raw["authz_matrix"], path + ("authz_matrix",), name, severity,
+                       principals, source)
+    expect = _expect(raw.get("expect", {}), path + ("expect",), source)
+    default = "security" if expect.json_ids is not None else "functional"
+    principal = _principal_ref(raw["as"], path + ("as",), principals, source) \
+        if "as" in raw else None
+    return [Probe(check=name, principal=principal,
+                  request=_request(raw["request"], path + ("request",), source),
+                  expectation=expect, severity=_severity(raw, path, source, default=default))]
+
+
+def _severity(raw: Mapping[str, Any], path: FieldPath, source: Source, *, default: str) -> str:
+    return schema.choice(raw.get("severity", default), path + ("severity",), source,
+                         options=SEVERITIES)
+
+
+def _matrix(value: Any, path: FieldPath, name: str, severity: str,
+            principals: Mapping[str, Principal], source: Source) -> list[Probe]:
+    raw = schema.mapping(value, path, source, allowed=("principals", "resources", "allow"),
+                         required=("principals", "resources"))
+    who = [_principal_ref(item, path + ("principals", index), principals, source)
+           for index, item in enumerate(schema.strings(raw["principals"],
+                                                       path + ("principals",), source))]
+    resources = _resources(raw["resources"], path + ("resources",), source)
+    allow = _allow(raw.get("allow", {}), path + ("allow",), who, resources, source)
+    probes = []
+    for principal in who:
+        for resource, (request, marker) in resources.items():
+            granted = resource in allow.get(principal.name, ())
+            expectation: Expectation = Allowed(marker) if granted else Denied(marker)
+            probes.append(Probe(check=name, principal=principal, request=request,
+                                expectation=expectation, severity=severity))
+    return probes
+
+
+def _resources(value: Any, path: FieldPath,
+               source: Source) -> dict[str, tuple[Request, str]]:
+    raw = schema.mapping(value, path, source, allowed=value if isinstance(value, dict) else ())
+    if not raw:
+        raise source.error(path, "a matrix needs at least one resource")
+    resources = {}
+    for name, spec in raw.items():
+        where = path + (name,)
+        fields = schema.mapping(spec, where, source, allowed=("request", "marker"),
+                                required=("request", "marker"))
+        resources[name] = (_request(fields["request"], where + ("request",), source),
+                           schema.string(fields["marker"], where + ("marker",), source))
+    return resources
+
+
+def _allow(value: Any, path: FieldPath, who: list[Principal],
+           resources: Mapping[str, Any], source: Source) -> dict[str, tuple[str, ...]]:
+    names = {principal.name for principal in who}
+    raw = schema.mapping(value or {}, path, source, allowed=names)
+    allow = {}
+    for principal, granted in raw.items():
+        items = schema.strings(granted or [], path + (principal,), source)
+        for index, resource in enumerate(items):
+            if resource not in resources:
+                raise source.error(path + (principal, index), f"unknown resource {resource!r}")
+        allow[principal] = items
+    return allow
+
+
+def _principal_ref(value: Any, path: FieldPath, principals: Mapping[str, Principal],
+                   source: Source) -> Principal:
+    name = schema.string(value, path, source)
+    if name not in principals:
+        raise source.error(path, f"unknown principal {name!r} (not under 'principals')")
+    return principals[name]
+
+
+def _request(value: Any, path: FieldPath, source: Source) -> Request:
+    text = schema.string(value, path, source)
+    method, _, target = text.partition(" ")
+    if method not in METHODS or not target.startswith("/"):
+        raise source.error(path, f"expected 'METHOD /path', got {text!r}")
+    return Request(method, target.strip())
+
+
+def _expect(value: Any, path: FieldPath, source: Source) -> Expect:
+    raw = schema.mapping(value, path, source, allowed=("status", "json", "json_ids"))
+    status = raw.get("status", 200)
+    statuses = tuple(status) if isinstance(status, list) else (status,)
+    for code in statuses:
+        schema.integer(code, path + ("status",), source, minimum=100)
+    json = raw.get("json", {})
+    schema.mapping(json, path + ("json",), source, allowed=json if isinstance(json, dict) else ())
+    return Expect(status=statuses, json=json,
+                  json_ids=_json_ids(raw["json_ids"], path + ("json_ids",), source)
+                  if "json_ids" in raw else None)
+
+
+def _json_ids(value: Any, path: FieldPath, source: Source) -> JsonIds:
+    raw = schema.mapping(value, path, source, allowed=("path", "subset_of", "equals"),
+                         required=("path",))
+    if ("subset_of" in raw) == ("equals" in raw):
+        raise source.error(path, "json_ids needs exactly one of 'subset_of' or 'equals'")
+    json_path = schema.string(raw["path"], path + ("path",), source)
+    if not json_path.startswith("$"):
+        raise source.error(path + ("path",), f"expected a JSON path starting with $, got "
+                                             f"{json_path!r}")
+    key = "subset_of" if "subset_of" in raw else "equals"
+    ids = schema.strings(raw[key] or [], path + (key,), source) if raw[key] != [] else ()
+    return JsonIds(path=json_path, **{key: ids})

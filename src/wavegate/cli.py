@@ -1,0 +1,327 @@
+"""The command line: thin click commands over the modules named after each concept.
+
+Every command ends the same way: `WavegateError` becomes one line on stderr and its exit code;
+anything else is a bug, reported in one line (the traceback only with -v).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from wavegate import app as apps
+from wavegate import deploy as deploys
+from wavegate import durations, fleetctl, livecheck, logs, runs
+from wavegate import fleet as fleets
+from wavegate import plan as plans
+from wavegate import rollback as rollbacks
+from wavegate import status as statuses
+from wavegate.clock import SystemClock
+from wavegate.errors import EXIT_NEEDS_HUMAN, InputError, WavegateError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = structlog.get_logger(__name__)
+
+
+def _fail_cleanly(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            code = command(*args, **kwargs)
+        except WavegateError as error:
+            click.echo(f"wavegate: {error}", err=True)
+            sys.exit(error.exit_code)
+        except Exception as error:
+            if click.get_current_context().find_root().params.get("verbose"):
+                raise
+            click.echo(f"wavegate: internal error ({type(error).__name__}: {error}); "
+                       "rerun with -v for details", err=True)
+            sys.exit(EXIT_NEEDS_HUMAN)
+        sys.exit(code or 0)
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
+              help="Log lines as console text or JSON (default: JSON unless on a terminal).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs, and tracebacks for bugs.")
+@click.version_option(package_name="wavegate")
+@click.pass_context
+def main(context: click.Context, log_format: str | None, verbose: bool) -> None:
+    """Roll releases out in waves, prove authorization after every cluster, roll back alone."""
+    interactive = sys.stdout.isatty()
+    logs.configure(fmt=log_format or ("console" if interactive else "json"), verbose=verbose)
+    context.obj = {"interactive": interactive and log_format != "json"}
+
+
+fleet_option = click.option("-f", "--fleet", "fleet_path", type=click.Path(path_type=Path),
+                            help="Fleet file (default: $WAVEGATE_FLEET, then clusters/local.yaml).")
+output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]),
+                             default="table", show_default=True)
+
+
+def _load_fleet(path: Path | None) -> fleets.Fleet:
+    return fleets.load(fleets.resolve_path(path))
+
+
+@main.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--version", "version", required=True, help="The version to roll out.")
+@fleet_option
+@click.option("--set", "overrides", multiple=True, metavar="K=V", help="Template value.")
+@output_option
+@_fail_cleanly
+def plan(app_name: str, version: str, fleet_path: Path | None, overrides: tuple[str, ...],
+         output: str) -> int:
+    """Waves, clusters, what would change, and the earliest finish."""
+    fleet, app = _load_fleet(fleet_path), apps.resolve(app_name)
+    prepared = deploys.prepare(fleet, app, version, apps.parse_overrides(overrides))
+    releases = {name: target.release for name, target in prepared.targets.items()}
+    drivers = {name: target.driver for name, target in prepared.targets.items()}
+    result = plans.plan(fleet, releases, drivers)
+    click.echo(json.dumps(result, indent=2) if output == "json" else plans.render_text(result))
+    return 0
+
+
+@main.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--version", "version", required=True, help="The version to roll out.")
+@fleet_option
+@click.option("--set", "overrides", multiple=True, metavar="K=V", help="Template value.")
+@click.option("--auto-approve", is_flag=True, help="Do not wait at approval gates.")
+@click.option("--dry-run", is_flag=True, help="Validate and plan; touch nothing.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Write the run report (JSON) here, whatever the outcome.")
+@click.pass_context
+@_fail_cleanly
+def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
+           overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
+           report_path: Path | None) -> int:
+    """Roll APP out at VERSION, wave by wave, checking after every cluster."""
+    run_id = runs.new_run_id()
+    try:
+        fleet, app = _load_fleet(fleet_path), apps.resolve(app_name)
+        prepared = deploys.prepare(fleet, app, version, apps.parse_overrides(overrides))
+    except InputError as error:
+        _input_error_report(report_path, run_id, app_name, version, error)
+        raise
+    if dry_run:
+        click.echo(f"dry run: {app.name} {version} is valid for {len(fleet.clusters)} clusters "
+                   f"in {len(fleet.waves)} waves; nothing was touched")
+        return 0
+    report = deploys.new_report(fleet, app, version, run_id)
+    return _run_with_report(context, report, report_path, lambda: deploys.run(
+        fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report))
+
+
+@main.command()
+@click.argument("app_name", metavar="APP")
+@click.option("--all", "all_clusters", is_flag=True, help="Every cluster of the fleet.")
+@click.option("-c", "--cluster", "clusters", multiple=True, help="A cluster (repeatable).")
+@click.option("--to", "to_version", help="The version to go back to.")
+@click.option("--reason", default="emergency rollback", help="Why, for the ledger.")
+@fleet_option
+@click.option("--report", "report_path", type=click.Path(path_type=Path))
+@click.pass_context
+@_fail_cleanly
+def rollback(context: click.Context, app_name: str, all_clusters: bool,
+             clusters: tuple[str, ...], to_version: str | None, reason: str,
+             fleet_path: Path | None, report_path: Path | None) -> int:
+    """Emergency: every chosen cluster back to its last verified release, in parallel."""
+    if all_clusters == bool(clusters):
+        raise InputError("give either --all or one or more -c CLUSTER")
+    fleet = _load_fleet(fleet_path)
+    app = Path(app_name).name if Path(app_name).is_dir() else app_name
+    names = runs.select_clusters(fleet, clusters)
+    run_id = runs.new_run_id()
+    report = rollbacks.new_report(app, names, fleet, run_id, to_version)
+    return _run_with_report(context, report, report_path, lambda: rollbacks.run(
+        fleet, runs.connect(runs.drivers_for(fleet, names)), app=app, to_version=to_version,
+        reason=reason, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report))
+
+
+@main.command()
+@click.argument("app_name", metavar="APP", default="library-app")
+@fleet_option
+@output_option
+@_fail_cleanly
+def status(app_name: str, fleet_path: Path | None, output: str) -> int:
+    """Per cluster: live version, last-known-good, lock."""
+    fleet = _load_fleet(fleet_path)
+    app = Path(app_name).name
+    result = statuses.status(app, _drivers(fleet))
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+        return 0
+    click.echo(f"{'cluster':<10} {'live':<14} {'last-known-good':<18} lock")
+    for row in result["clusters"]:
+        live = f"{row['live_version']} (r{row['live_revision']})" if row["live_version"] else "-"
+        good = row["last_known_good"]
+        good_text = f"{good['version']} (r{good['revision']})" if good else "-"
+        lock = row["lock"]["holder"] if row["lock"] else "-"
+        click.echo(f"{row['cluster']:<10} {live:<14} {good_text:<18} {lock}"
+                   + (f"  ({row['error']})" if "error" in row else ""))
+    return 0
+
+
+@main.command()
+@click.argument("app_name", metavar="APP", default="library-app")
+@click.option("-c", "--cluster", "clusters", multiple=True)
+@fleet_option
+@output_option
+@_fail_cleanly
+def history(app_name: str, clusters: tuple[str, ...], fleet_path: Path | None,
+            output: str) -> int:
+    """The ledger, newest first."""
+    fleet = _load_fleet(fleet_path)
+    names = runs.select_clusters(fleet, clusters)
+    result = statuses.history(Path(app_name).name, _drivers(fleet, names))
+    if output == "json":
+        click.echo(json.dumps(result, indent=2))
+        return 0
+    for row in result["records"]:
+        checks = row["checks"]
+        click.echo(f"{row['started_at']}  {row['cluster']:<8} r{row['revision']:<3} "
+                   f"{row['version']:<10} {row['status']:<12} run {row['run_id']} by "
+                   f"{row['by']}  checks {checks['passed']}/{checks['failed']}/"
+                   f"{checks['errors']}" + (f"  {row['reason']}" if row["reason"] else ""))
+    return 0
+
+
+def _drivers(fleet: fleets.Fleet, names: list[str] | None = None) -> dict[str, Any]:
+    return runs.drivers_for(fleet, names or [c.name for c in fleet.clusters])
+
+
+def _run_with_report(context: click.Context, report: Any, report_path: Path | None,
+                     action: Callable[[], int]) -> int:
+    from wavegate.display import LiveTable
+
+    interactive = context.obj["interactive"]
+    if interactive:
+        logs.quiet()
+    try:
+        if interactive:
+            with LiveTable(report):
+                code = action()
+        else:
+            code = action()
+    except WavegateError as error:
+        if report.exit_code is None:
+            report.finish(outcome="error", exit_code=error.exit_code, message=str(error))
+        runs.save(report, report_path)
+        raise
+    runs.save(report, report_path)
+    click.echo(f"{report.outcome}: {report.message}" if report.message else report.outcome)
+    return code
+
+
+def _input_error_report(path: Path | None, run_id: str, app: str, version: str,
+                        error: InputError) -> None:
+    if path is None:
+        return
+    from wavegate.report import RunReport
+
+    report = RunReport(run_id=run_id, app=Path(app).name, version=version, command="deploy")
+    report.finish(outcome="bad-input", exit_code=error.exit_code, message=str(error))
+    report.write(path)
+
+
+@main.command()
+@click.argument("app_name", metavar="APP")
+@click.option("-c", "--cluster", "clusters", multiple=True, help="A cluster (repeatable).")
+@click.option("--every", "every", help="Keep checking at this interval (e.g. 5m).")
+@fleet_option
+@output_option
+@_fail_cleanly
+def check(app_name: str, clusters: tuple[str, ...], every: str | None,
+          fleet_path: Path | None, output: str) -> int:
+    """Run the live release's checks: once, or continuously with --every."""
+    fleet = _load_fleet(fleet_path)
+    names = runs.select_clusters(fleet, clusters)
+    interval = _interval(every)
+    live = runs.connect(runs.drivers_for(fleet, names))
+    while True:
+        rows = livecheck.check_all(Path(app_name).name, live, fleet.policy)
+        _print_checks(rows, output)
+        failed = any(row["outcome"] in ("fail", "error") for row in rows)
+        if interval is None:
+            return 1 if failed else 0
+        time.sleep(interval)
+
+
+def _interval(every: str | None) -> float | None:
+    if every is None:
+        return None
+    try:
+        return durations.parse(every)
+    except ValueError as error:
+        raise InputError(str(error), field="--every") from None
+
+
+def _print_checks(rows: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"clusters": rows}))
+        return
+    for row in rows:
+        version = f" {row['version']} (r{row['revision']})" if "version" in row else ""
+        detail = f"  {row['detail']}" if row.get("detail") else ""
+        click.echo(f"{row['cluster']:<10}{version}  {row['outcome']}{detail}")
+
+
+@main.group()
+def fleet() -> None:
+    """The embedded local fleet: up, down, status."""
+
+
+@fleet.command("up")
+@fleet_option
+@_fail_cleanly
+def fleet_up(fleet_path: Path | None) -> int:
+    """Start the local fleet's clusters in the background; print their endpoints."""
+    for row in fleetctl.up(_load_fleet(fleet_path)):
+        click.echo(f"{row['cluster']:<10} {row['region']:<14} {row['endpoint']}")
+    return 0
+
+
+@fleet.command("down")
+@fleet_option
+@_fail_cleanly
+def fleet_down(fleet_path: Path | None) -> int:
+    """Stop every process the local fleet started."""
+    stopped = fleetctl.down(_load_fleet(fleet_path))
+    click.echo(f"stopped {', '.join(stopped)}")
+    return 0
+
+
+@fleet.command("status")
+@fleet_option
+@output_option
+@_fail_cleanly
+def fleet_status(fleet_path: Path | None, output: str) -> int:
+    """Which local clusters run, and where."""
+    rows = fleetctl.status(_load_fleet(fleet_path))
+    if output == "json":
+        click.echo(json.dumps({"clusters": rows}, indent=2))
+        return 0
+    for row in rows:
+        state = f"up    {row['endpoint']}" if row["running"] else "down"
+        click.echo(f"{row['cluster']:<10} {row['region']:<14} {state}")
+    return 0
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the demo fleet running afterwards.")
+@_fail_cleanly
+def demo(keep: bool) -> int:
+    """The incident, replayed and stopped: 2.0.0 leaks Spaces; the canary catches it."""
+    from wavegate import demo as demos
+
+    return demos.run(echo=click.echo, keep=keep)

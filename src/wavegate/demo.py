@@ -1,0 +1,106 @@
+"""`wavegate demo`: the incident of DESIGN §1, replayed, and this time stopped at the canary.
+
+It runs on a private copy of the local fleet (its own state folder), so it neither reads nor
+disturbs a fleet you brought up yourself, and it leaves no process running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from wavegate import app as apps
+from wavegate import deploy, fleetctl, runs, status
+from wavegate.clock import SystemClock
+from wavegate.display import table
+from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
+from wavegate.fleet import Fleet
+from wavegate.fleet import load as load_fleet
+from wavegate.report import RunReport
+
+GOOD, BAD = "1.0.0", "2.0.0"
+TOKEN_VARIABLES = ("LIBRARY_TOKEN_ALICE", "LIBRARY_TOKEN_BOB", "LIBRARY_TOKEN_CAROL")
+
+Echo = Callable[[str], None]
+
+
+def run(*, echo: Echo, keep: bool = False, fleet_file: Path = Path("clusters/local.yaml"),
+        app_folder: Path = Path("manifests/library-app")) -> int:
+    """0 when the safety net held: 2.0.0 stopped on prod-0, rolled back, nowhere else."""
+    if not fleet_file.is_file() or not app_folder.is_dir():
+        raise InputError("run the demo from the wavegate checkout (it reads "
+                         f"{fleet_file} and {app_folder})")
+    _ensure_tokens()
+    with tempfile.TemporaryDirectory(prefix="wavegate-demo-") as state:
+        fleet = _private_fleet(load_fleet(fleet_file), Path(state))
+        try:
+            return _story(fleet, apps.App.from_folder(app_folder), echo)
+        finally:
+            if not keep:
+                fleetctl.down(fleet)
+                echo("\nfleet down: no process left running")
+
+
+def _story(fleet: Fleet, app: apps.App, echo: Echo) -> int:
+    echo("The Library App on six clusters (Production 0-5), rolled out in waves:")
+    echo("  " + "  ->  ".join(f"{w.name} [{', '.join(w.clusters)}]" for w in fleet.waves))
+    for row in fleetctl.up(fleet):
+        echo(f"  {row['cluster']:<8} {row['region']:<14} {row['endpoint']}")
+
+    echo(f"\n1. Deploy {GOOD}, the good release, everywhere.")
+    good = _deploy(fleet, app, GOOD)
+    if good.exit_code != EXIT_OK:
+        echo(f"   unexpected: {good.outcome}: {good.message}")
+        return good.exit_code or 3
+
+    echo(f"\n2. Deploy {BAD}: the change that dropped the Space member filter.")
+    bad = _deploy(fleet, app, BAD)
+    return _verdict(fleet, app.name, bad, echo)
+
+
+def _deploy(fleet: Fleet, app: apps.App, version: str) -> RunReport:
+    run_id = runs.new_run_id()
+    prepared = deploy.prepare(fleet, app, version, {})
+    report = deploy.new_report(fleet, app, version, run_id)
+    deploy.run(fleet, prepared, run_id=run_id, by="wavegate-demo", clock=SystemClock(),
+               report=report)
+    Console().print(table(report))
+    return report
+
+
+def _verdict(fleet: Fleet, app: str, bad: RunReport, echo: Echo) -> int:
+    canary = bad.clusters["prod-0"]
+    leaks = [c for c in canary.checks if c["outcome"] == "fail" and c["severity"] == "security"]
+    for leak in leaks[:4]:
+        echo(f"   SECURITY on prod-0: {leak['principal'] or 'anonymous'} {leak['request']} "
+             f"-> {leak['status']}: {leak['detail']}")
+    drivers = runs.drivers_for(fleet, [c.name for c in fleet.clusters])
+    history = status.history(app, drivers)["records"]
+    touched = sorted({r["cluster"] for r in history if r["version"] == BAD})
+    echo("\n3. The ledger, newest first:")
+    for row in history:
+        echo(f"   {row['finished_at'] or row['started_at']}  {row['cluster']}  r{row['revision']}"
+             f"  {row['version']:<6} {row['status']:<12} {row['reason'] or ''}"[:150])
+    held = (bad.exit_code == EXIT_ROLLED_BACK and bool(leaks) and touched == ["prod-0"]
+            and canary.state == "rolled-back")
+    echo(f"\n{BAD} reached: {', '.join(touched) or 'no cluster'}; prod-0 is "
+         f"{canary.state}; prod-1..5 never ran {BAD}.")
+    echo("The safety net held." if held else "The safety net did NOT hold.")
+    return EXIT_OK if held else 3
+
+
+def _private_fleet(fleet: Fleet, state: Path) -> Fleet:
+    assert fleet.local is not None
+    return dataclasses.replace(fleet, local=dataclasses.replace(fleet.local, state_dir=state))
+
+
+def _ensure_tokens() -> None:
+    """The demo's users get fresh random tokens unless you set your own."""
+    for variable in TOKEN_VARIABLES:
+        os.environ.setdefault(variable, secrets.token_urlsafe(24))

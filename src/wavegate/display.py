@@ -1,0 +1,58 @@
+"""The live per-cluster table a release engineer watches on a terminal (rich)."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from wavegate.report import RunReport
+
+_STYLES = {
+    "verified": "green", "baking": "cyan", "verifying": "cyan", "rolling-out": "yellow",
+    "applying": "yellow", "failed": "bold red", "rolling-back": "magenta",
+    "rolled-back": "magenta", "rollback-failed": "bold red", "interrupted": "red",
+    "pending": "dim",
+}
+
+
+def table(report: RunReport) -> Table:
+    title = f"{report.command} {report.app} {report.version or ''}  run {report.run_id}"
+    grid = Table(title=title, title_justify="left", expand=False)
+    for column in ("cluster", "wave", "state", "from", "to", "checks", "detail"):
+        grid.add_column(column, overflow="fold")
+    for entry in list(report.clusters.values()):
+        style = _STYLES.get(entry.state, "")
+        passed = sum(1 for c in entry.checks if c.get("outcome") == "pass")
+        checks = f"{passed}/{len(entry.checks)}" if entry.checks else ""
+        grid.add_row(entry.cluster, entry.wave, f"[{style}]{entry.state}[/]",
+                     entry.from_version or "-", entry.to_version or "-", checks,
+                     (entry.detail or "")[:160])
+    return grid
+
+
+class LiveTable:
+    """Re-renders the table whenever the report changes; a context manager around the run."""
+
+    def __init__(self, report: RunReport, console: Console | None = None) -> None:
+        self.report = report
+        self._live = Live(table(report), console=console or Console(), refresh_per_second=8,
+                          transient=False)
+        self._lock = threading.Lock()
+        report.listen(self._changed)
+
+    def _changed(self, report: RunReport) -> None:
+        with self._lock:
+            self._live.update(table(report))
+
+    def __enter__(self) -> LiveTable:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._live.update(table(self.report))
+        self._live.__exit__(kind, error, trace)

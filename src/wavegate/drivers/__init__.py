@@ -1,0 +1,19 @@
+"""Drivers: how wavegate reaches one cluster. `base.Driver` is the seam; `for_cluster` picks one."""
+
+from __future__ import annotations
+
+from wavegate.drivers.base import Driver
+from wavegate.fleet import Cluster, Fleet
+
+
+def for_cluster(fleet: Fleet, cluster: Cluster) -> Driver:
+    """The driver a cluster names; the Kubernetes client is imported only when one is used."""
+    if cluster.driver == "local":
+        from wavegate.drivers.local import LocalDriver
+
+        assert fleet.local is not None  # fleet.load guarantees it for local clusters
+        return LocalDriver(cluster, fleet.local)
+    from wavegate.drivers.kubernetes import KubernetesDriver
+
+    driver: Driver = KubernetesDriver(cluster)
+    return driver

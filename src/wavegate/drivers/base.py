@@ -1,0 +1,70 @@
+"""The driver seam: everything the run needs from one cluster, and nothing more.
+
+Implementations: `local.LocalDriver` (the embedded fleet), `kubernetes.KubernetesDriver`, and a
+fake in the tests. Every method that writes takes `holder` (the run id) and first confirms the
+run still holds the cluster's lock, raising `Preempted` if not: a lease alone does not fence a
+stale holder. Transient failures are retried inside the driver; what escapes is final:
+`DriverError` (exit 3) or `RolloutFailed` (the release is bad, roll it back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from wavegate.app import Release
+from wavegate.errors import WavegateError
+from wavegate.fleet import Cluster
+from wavegate.ledger import Record
+
+
+class RolloutFailed(WavegateError):
+    """The workloads did not become ready: a crashing pod, a timeout, a missing image."""
+
+
+@dataclass(frozen=True)
+class Lock:
+    holder: str
+    expires: str  # ISO 8601, UTC
+
+
+class Driver(Protocol):
+    cluster: Cluster
+
+    def connect(self) -> None:
+        """Make sure the cluster answers (a local fleet that is down is started)."""
+
+    def endpoint(self) -> str:
+        """Base URL the checks send their requests to."""
+
+    def apply(self, release: Release, *, holder: str) -> None:
+        """Apply the release's objects and prune the app's objects it no longer has."""
+
+    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+        """Return once every workload of `release` is rolled out; else RolloutFailed."""
+
+    def delete(self, app: str, *, holder: str) -> None:
+        """Remove every object of `app` (a first release rolled back has nothing to go to)."""
+
+    def records(self, app: str) -> list[Record]: ...
+
+    def stored_release(self, record: Record) -> Release: ...
+
+    def create_record(self, record: Record, release: Release, *, holder: str) -> Record: ...
+
+    def update_record(self, record: Record, *, holder: str) -> Record:
+        """Compare-and-set on `record.resource_version`; returns the stored record."""
+
+    def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
+        """Take the app's lock; LockHeld if another live holder has it (unless `force`)."""
+
+    def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
+        """Extend our lease; Preempted if someone took it."""
+
+    def release_lock(self, app: str, *, holder: str) -> None: ...
+
+    def read_lock(self, app: str) -> Lock | None: ...
+
+
+class Conflict(WavegateError):
+    """A compare-and-set lost: the record changed since it was read."""

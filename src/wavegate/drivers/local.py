@@ -1,0 +1,262 @@
+"""The local fleet driver: a cluster is a state folder plus the agent that runs its pods.
+
+Desired objects are written to `objects/` (the agent reconciles them into processes), rollout
+is judged from the agent's `status/` files, and the ledger and the lock are files in the same
+folder, guarded by `flock` so two wavegate processes cannot both win a write.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from wavegate import filestore
+from wavegate.app import APP_LABEL, Manifest, Release
+from wavegate.drivers.base import Conflict, Lock, RolloutFailed
+from wavegate.errors import DriverError, InputError, LockHeld, Preempted
+from wavegate.fleet import Cluster, LocalFleet
+from wavegate.ledger import Record
+from wavegate.localfleet import supervisor
+
+_POLL = 0.05
+WORKLOAD_KINDS = ("Deployment",)
+
+
+class LocalDriver:
+    def __init__(self, cluster: Cluster, local: LocalFleet) -> None:
+        self.cluster = cluster
+        self.local = local
+        self.dir = local.state_dir / cluster.name
+
+    # --- reaching the cluster ----------------------------------------------------------------
+
+    def connect(self) -> None:
+        if supervisor.is_running(self.dir) is None:
+            self.start()
+
+    def start(self) -> str:
+        """Start the cluster's agent (with the fleet's out-of-band secrets); its ingress URL."""
+        for secret in secret_objects(self.local, self.cluster.namespace):
+            key = f"Secret.{self.cluster.namespace}.{secret['metadata']['name']}.json"
+            filestore.write_json(self.dir / "objects" / key, secret, mode=0o600)
+        images = {name: list(argv) for name, argv in self.local.images.items()}
+        try:
+            info = supervisor.start(self.dir, cluster=self.cluster.name, images=images,
+                                    python=sys.executable)
+        except supervisor.AgentError as error:
+            raise DriverError(f"cluster agent did not start: {error}",
+                              cluster=self.cluster.name) from None
+        return info.ingress
+
+    def endpoint(self) -> str:
+        info = supervisor.is_running(self.dir)
+        if info is None:
+            raise DriverError("cluster agent is not running (wavegate fleet up)",
+                              cluster=self.cluster.name)
+        return info.ingress
+
+    # --- objects -----------------------------------------------------------------------------
+
+    def apply(self, release: Release, *, holder: str) -> None:
+        self._fence(release.app, holder)
+        wanted = {_object_file(m): m for m in release.manifests}
+        for name, manifest in wanted.items():
+            self._write_object(name, manifest)
+        for path in self._app_objects(release.app):
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)  # pruned: the new revision no longer has it
+
+    def delete(self, app: str, *, holder: str) -> None:
+        self._fence(app, holder)
+        for path in self._app_objects(app):
+            path.unlink(missing_ok=True)
+
+    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for manifest in release.manifests:
+            if manifest["kind"] in WORKLOAD_KINDS:
+                self._wait_workload(_object_file(manifest), deadline, timeout)
+
+    def _write_object(self, name: str, manifest: Manifest) -> None:
+        path = self.dir / "objects" / name
+        generation = 1
+        if path.exists():
+            current = filestore.read_json(path)
+            generation = current["metadata"].get("generation", 1)
+            if _without_generation(current) != _without_generation(manifest):
+                generation += 1
+        stored = json.loads(json.dumps(manifest))
+        stored["metadata"]["generation"] = generation
+        filestore.write_json(path, stored)
+
+    def _app_objects(self, app: str) -> list[Path]:
+        folder = self.dir / "objects"
+        if not folder.is_dir():
+            return []
+        return [path for path in sorted(folder.glob("*.json"))
+                if filestore.read_json(path).get("metadata", {}).get("labels", {})
+                .get(APP_LABEL) == app]
+
+    def _wait_workload(self, name: str, deadline: float, timeout: float) -> None:
+        desired = filestore.read_json(self.dir / "objects" / name)
+        status_path = self.dir / "status" / name
+        while True:
+            if supervisor.is_running(self.dir) is None:
+                raise DriverError("cluster agent stopped during the rollout",
+                                  cluster=self.cluster.name)
+            status = filestore.read_json(status_path) if status_path.exists() else {}
+            if _rolled_out(desired, status):
+                return
+            problem = _stuck(desired, status)
+            if problem:
+                raise RolloutFailed(f"{desired['metadata']['name']}: {problem}")
+            if time.monotonic() > deadline:
+                raise RolloutFailed(f"{desired['metadata']['name']}: not rolled out after "
+                                    f"{timeout:g}s ({_progress(status)})")
+            time.sleep(_POLL)
+
+    # --- ledger ------------------------------------------------------------------------------
+
+    def records(self, app: str) -> list[Record]:
+        folder = self.dir / "ledger" / app
+        if not folder.is_dir():
+            return []
+        return [Record.from_json(data["record"], str(data["rv"]))
+                for data in map(filestore.read_json, sorted(folder.glob("*.record.json")))]
+
+    def stored_release(self, record: Record) -> Release:
+        path = self._ledger_path(record.app, record.revision, "release.json.gz")
+        data = json.loads(gzip.decompress(path.read_bytes()))
+        return Release(app=record.app, version=data["version"],
+                       manifests=tuple(data["manifests"]), checks=data["checks"])
+
+    def create_record(self, record: Record, release: Release, *, holder: str) -> Record:
+        with filestore.exclusive(self.dir / "ledger" / record.app / ".lock"):
+            self._fence(record.app, holder)
+            path = self._ledger_path(record.app, record.revision, "record.json")
+            if path.exists():
+                raise Conflict(f"revision {record.revision} exists already")
+            body = {"version": release.version, "manifests": list(release.manifests),
+                    "checks": release.checks}
+            payload = gzip.compress(json.dumps(body).encode())
+            self._ledger_path(record.app, record.revision, "release.json.gz").write_bytes(
+                payload)
+            filestore.write_json(path, {"rv": 1, "record": record.to_json()})
+        return record.updated(resource_version="1")
+
+    def update_record(self, record: Record, *, holder: str) -> Record:
+        with filestore.exclusive(self.dir / "ledger" / record.app / ".lock"):
+            self._fence(record.app, holder)
+            path = self._ledger_path(record.app, record.revision, "record.json")
+            stored = filestore.read_json(path)
+            if str(stored["rv"]) != record.resource_version:
+                raise Conflict(f"revision {record.revision} changed since it was read")
+            version = stored["rv"] + 1
+            filestore.write_json(path, {"rv": version, "record": record.to_json()})
+        return record.updated(resource_version=str(version))
+
+    def _ledger_path(self, app: str, revision: int, suffix: str) -> Path:
+        folder = self.dir / "ledger" / app
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{revision:06d}.{suffix}"
+
+    # --- lock --------------------------------------------------------------------------------
+
+    def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
+        with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
+            current = self.read_lock(app)
+            if current and current.holder != holder and not force:
+                raise LockHeld(cluster=self.cluster.name, app=app, holder=current.holder,
+                               expires=current.expires)
+            self._write_lock(app, holder, ttl)
+
+    def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
+        with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
+            self._fence(app, holder)
+            self._write_lock(app, holder, ttl)
+
+    def release_lock(self, app: str, *, holder: str) -> None:
+        with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
+            current = self.read_lock(app)
+            if current is not None and current.holder == holder:
+                self._lock_path(app).unlink(missing_ok=True)
+
+    def read_lock(self, app: str) -> Lock | None:
+        path = self._lock_path(app)
+        if not path.exists():
+            return None
+        data = filestore.read_json(path)
+        return Lock(holder=data["holder"], expires=data["expires"])
+
+    def _write_lock(self, app: str, holder: str, ttl: float) -> None:
+        expires = datetime.now(UTC) + timedelta(seconds=ttl)
+        filestore.write_json(self._lock_path(app), {
+            "holder": holder, "expires": expires.isoformat(timespec="seconds")})
+
+    def _lock_path(self, app: str) -> Path:
+        return self.dir / "locks" / f"{app}.json"
+
+    def _fence(self, app: str, holder: str) -> None:
+        """Every write first confirms this run still holds the lock."""
+        current = self.read_lock(app)
+        if current is None or current.holder != holder:
+            raise Preempted(cluster=self.cluster.name, app=app,
+                            holder=current.holder if current else None)
+
+
+def secret_objects(local: LocalFleet, namespace: str) -> list[Manifest]:
+    """The fleet's out-of-band Secrets, read from the environment (InputError if unset)."""
+    objects = []
+    for name, keys in local.secrets.items():
+        data = {}
+        for key, variable in keys.items():
+            value = os.environ.get(variable)
+            if not value:
+                raise InputError(f"local.secrets.{name}.{key}: variable {variable} is not set",
+                                 file=None)
+            data[key] = base64.b64encode(value.encode()).decode()
+        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+                        "metadata": {"name": name, "namespace": namespace,
+                                     "labels": {"wavegate.dev/source": "fleet"}}})
+    return objects
+
+
+def _object_file(manifest: Manifest) -> str:
+    metadata = manifest.get("metadata", {})
+    return f"{manifest['kind']}.{metadata.get('namespace', '_')}.{metadata['name']}.json"
+
+
+def _without_generation(manifest: Manifest) -> Any:
+    copy = json.loads(json.dumps(manifest))
+    copy.get("metadata", {}).pop("generation", None)
+    return copy
+
+
+def _rolled_out(desired: Manifest, status: dict[str, Any]) -> bool:
+    replicas = desired.get("spec", {}).get("replicas", 1)
+    return bool(status.get("observedGeneration", 0) >= desired["metadata"]["generation"]
+            and status.get("updatedReplicas") == replicas
+            and status.get("availableReplicas") == replicas
+            and status.get("replicas") == replicas)
+
+
+def _stuck(desired: Manifest, status: dict[str, Any]) -> str | None:
+    """A Progressing=False condition about *this* generation (an older one may linger)."""
+    if status.get("observedGeneration", 0) < desired["metadata"]["generation"]:
+        return None
+    for condition in status.get("conditions", []):
+        if condition.get("type") == "Progressing" and condition.get("status") == "False":
+            return f"{condition.get('reason')}: {condition.get('message')}"
+    return None
+
+
+def _progress(status: dict[str, Any]) -> str:
+    return (f"{status.get('availableReplicas', 0)} of {status.get('replicas', 0)} "
+            f"replicas available, {status.get('updatedReplicas', 0)} updated")

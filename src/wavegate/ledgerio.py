@@ -1,0 +1,44 @@
+"""Ledger writes through a driver: open a revision, and compare-and-set status changes.
+
+Updates re-read the record and retry when the store says it changed underneath, so two writers
+(a run and an emergency rollback) never overwrite each other's status blindly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wavegate import ledger
+from wavegate.app import Release
+from wavegate.drivers.base import Conflict, Driver
+from wavegate.ledger import Record, Status
+
+_ATTEMPTS = 3
+
+
+def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
+                  rollback_of: int | None = None, reason: str | None = None) -> Record:
+    """A new `applying` record; unfinished records it replaces become `superseded`."""
+    records = driver.records(release.app)
+    for stale in records:
+        if stale.status in (Status.APPLYING, Status.INTERRUPTED):
+            mark(driver, release.app, stale.revision, holder=run_id, status=Status.SUPERSEDED)
+    record = Record(app=release.app, cluster=driver.cluster.name,
+                    revision=ledger.next_revision(records), version=release.version,
+                    status=Status.APPLYING, run_id=run_id, by=by, started_at=ledger.now(),
+                    rollback_of=rollback_of, reason=reason)
+    return driver.create_record(record, release, holder=run_id)
+
+
+def mark(driver: Driver, app: str, revision: int, *, holder: str, **changes: Any) -> Record:
+    """Set fields of one revision (compare-and-set, re-read on conflict)."""
+    if changes.get("status") not in (None, Status.APPLYING) and "finished_at" not in changes:
+        changes["finished_at"] = ledger.now()
+    for attempt in range(_ATTEMPTS):
+        current = next(r for r in driver.records(app) if r.revision == revision)
+        try:
+            return driver.update_record(current.updated(**changes), holder=holder)
+        except Conflict:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")

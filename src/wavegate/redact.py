@@ -1,0 +1,56 @@
+"""Keeping secrets out of every output.
+
+Every secret wavegate reads (a probe token, a kubeconfig credential) is registered here the
+moment it is read. `scrub` replaces any registered secret inside a string, and `processor` does
+the same for every structlog event, so a token that slips into an exception message or a
+response body is still never written to a log, report, ledger or terminal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+MASK = "[redacted]"
+_MIN_LENGTH = 4  # shorter values would mask ordinary words; such tokens are refused anyway
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register(secret: str) -> None:
+    if len(secret) >= _MIN_LENGTH:
+        with _lock:
+            _secrets.add(secret)
+
+
+def scrub(text: str) -> str:
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def scrub_data(value: Any) -> Any:
+    """`scrub` through nested dicts, lists and strings (reports, ledger metadata)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: scrub_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_data(item) for item in value]
+    return value
+
+
+def processor(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """structlog processor: scrub every value of the event."""
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            event[key] = scrub(value)
+        elif isinstance(value, dict | list | tuple):
+            event[key] = scrub_data(value)
+        elif isinstance(value, BaseException):
+            event[key] = scrub(repr(value))
+    return event

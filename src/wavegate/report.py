@@ -1,0 +1,90 @@
+"""The run report: per cluster what happened and what the checks said, kept as the run goes.
+
+The live table reads it, the journal (`.wavegate/runs/<run_id>.json`) and `--report` write it,
+and it is the JSON shape of DESIGN §5. Secrets are scrubbed on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wavegate import ledger, redact
+
+RUNS_DIR = Path(".wavegate/runs")
+
+
+@dataclass
+class ClusterEntry:
+    cluster: str
+    wave: str
+    state: str = "pending"
+    from_version: str | None = None
+    to_version: str | None = None
+    revision: int | None = None
+    detail: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    app: str
+    version: str | None
+    command: str
+    started_at: str = field(default_factory=ledger.now)
+    finished_at: str | None = None
+    outcome: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    clusters: dict[str, ClusterEntry] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[RunReport], None]] = []
+
+    def add_cluster(self, cluster: str, wave: str, to_version: str | None) -> None:
+        self.clusters[cluster] = ClusterEntry(cluster, wave, to_version=to_version)
+
+    def listen(self, listener: Callable[[RunReport], None]) -> None:
+        self._listeners.append(listener)
+
+    def update(self, cluster: str, **fields: Any) -> None:
+        with self._lock:
+            entry = self.clusters[cluster]
+            for key, value in fields.items():
+                setattr(entry, key, value)
+        self._notify()
+
+    def finish(self, *, outcome: str, exit_code: int, message: str | None = None) -> None:
+        with self._lock:
+            self.outcome, self.exit_code, self.message = outcome, exit_code, message
+            self.finished_at = ledger.now()
+        self._notify()
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            data = {
+                "run_id": self.run_id, "app": self.app, "version": self.version,
+                "command": self.command, "outcome": self.outcome, "exit_code": self.exit_code,
+                "message": self.message, "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "clusters": [asdict(entry) for entry in self.clusters.values()],
+            }
+        scrubbed: dict[str, Any] = redact.scrub_data(data)
+        return scrubbed
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener(self)

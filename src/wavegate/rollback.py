@@ -1,0 +1,73 @@
+"""`wavegate rollback`: the emergency path. Every chosen cluster, in parallel, back to a
+verified release, whatever else is running.
+
+It takes each cluster's lock by force, so a deploy still running loses its lease and stops
+before its next write. It is never held by a deploy window.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from wavegate import ledger, restore
+from wavegate.clock import Clock
+from wavegate.drivers.base import Driver
+from wavegate.errors import EXIT_NEEDS_HUMAN, EXIT_OK, DriverError
+from wavegate.fleet import Fleet
+from wavegate.locks import Locks
+from wavegate.report import RunReport
+
+log = structlog.get_logger(__name__)
+
+
+def new_report(app: str, clusters: list[str], fleet: Fleet, run_id: str,
+               to_version: str | None) -> RunReport:
+    report = RunReport(run_id=run_id, app=app, version=to_version, command="rollback")
+    for name in clusters:
+        report.add_cluster(name, fleet.wave_of(name).name, to_version=to_version)
+    return report
+
+
+def run(fleet: Fleet, live: dict[str, Driver], *, app: str, to_version: str | None,
+        reason: str, run_id: str, by: str, clock: Clock, report: RunReport) -> int:
+    log.info("rollback.started", run_id=run_id, app=app, clusters=list(live), reason=reason)
+    with Locks(live, app=app, holder=run_id, force=True), \
+            ThreadPoolExecutor(max_workers=len(live) or 1) as pool:
+        results = list(pool.map(
+            lambda name: _one(live[name], app=app, to_version=to_version, reason=reason,
+                              run_id=run_id, by=by, fleet=fleet, clock=clock, report=report),
+            live))
+    code = EXIT_OK if all(results) else EXIT_NEEDS_HUMAN
+    failed = [e.cluster for e in report.clusters.values() if e.state == "rollback-failed"]
+    report.finish(outcome="rolled-back" if code == EXIT_OK else "needs-human", exit_code=code,
+                  message=f"rollback failed on {', '.join(failed)}" if failed else None)
+    return code
+
+
+def _one(driver: Driver, *, app: str, to_version: str | None, reason: str, run_id: str,
+         by: str, fleet: Fleet, clock: Clock, report: RunReport) -> bool:
+    name = driver.cluster.name
+    try:
+        records = driver.records(app)
+    except DriverError as error:
+        report.update(name, state="rollback-failed", detail=str(error))
+        return False
+    current = ledger.live(records)
+    target = ledger.rollback_target(records, to_version=to_version)
+    report.update(name, from_version=current.version if current else None,
+                  to_version=target.version if target else to_version)
+    if target is None:
+        wanted = f"version {to_version}" if to_version else "an earlier verified release"
+        report.update(name, state="rollback-failed", detail=f"no {wanted} in the ledger")
+        return False
+    if current is not None and current.revision == target.revision:
+        report.update(name, state="verified", detail=f"already on {target.version}")
+        return True
+    result = restore.restore(
+        driver, app=app, replacing=current, target=target, run_id=run_id, by=by,
+        reason=f"emergency rollback: {reason}", policy=fleet.policy, clock=clock,
+        on_state=lambda state: report.update(name, state=state.value))
+    report.update(name, detail=result.detail, checks=result.checks)
+    return result.ok

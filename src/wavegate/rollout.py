@@ -1,0 +1,228 @@
+"""What happens next in a run: a pure function of the plan, what was observed, and the time.
+
+The runner owns all I/O; it asks `decide` what to do, does it, folds what it saw back into
+`Observed` with the small `with_*` functions, and asks again. Nothing here sleeps, reads a
+clock or touches a cluster, so a two-hour bake is a table row in the tests.
+
+Per cluster: pending -> applying -> rolling-out -> verifying -> baking -> verified,
+or -> failed -> rolling-back -> rolled-back | rollback-failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wavegate.fleet import Policy, Wave
+from wavegate.verdict import Outcome
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    APPLYING = "applying"
+    ROLLING_OUT = "rolling-out"
+    VERIFYING = "verifying"
+    BAKING = "baking"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+    ROLLBACK_FAILED = "rollback-failed"
+    INTERRUPTED = "interrupted"
+
+
+IN_FLIGHT = frozenset({State.APPLYING, State.ROLLING_OUT, State.VERIFYING, State.ROLLING_BACK})
+UNTOUCHED = frozenset({State.PENDING})
+
+
+class Ending(StrEnum):
+    SUCCEEDED = "succeeded"      # every check passed
+    ROLLED_BACK = "rolled-back"  # the release failed and every changed cluster went back
+    NEEDS_HUMAN = "needs-human"  # a rollback failed, or the policy is halt
+    INTERRUPTED = "interrupted"  # stopped by a signal at a safe point
+    PREEMPTED = "preempted"      # an emergency rollback took the lock
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    state: State = State.PENDING
+    consecutive_errors: int = 0
+    last_check_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    clusters: Mapping[str, ClusterStatus]
+    bake_started: Mapping[str, float] = field(default_factory=dict)
+    watch_started: float | None = None
+    rollback_done: bool = False
+    stop: Ending | None = None  # set by a signal (INTERRUPTED) or a lost lock (PREEMPTED)
+
+    @classmethod
+    def start(cls, waves: tuple[Wave, ...]) -> Observed:
+        return cls({name: ClusterStatus() for wave in waves for name in wave.clusters})
+
+
+@dataclass(frozen=True)
+class Decision:
+    deploy: tuple[str, ...] = ()
+    check: tuple[str, ...] = ()
+    start_bake: str | None = None
+    wave_verified: str | None = None
+    start_watch: bool = False
+    rollback: tuple[tuple[str, ...], ...] = ()
+    finish: Ending | None = None
+    wake_at: float | None = None  # look again then, or when a task reports
+
+
+@dataclass(frozen=True)
+class Plan:
+    waves: tuple[Wave, ...]
+    policy: Policy
+
+
+def decide(plan: Plan, seen: Observed, now: float) -> Decision:
+    in_flight = any(status.state in IN_FLIGHT for status in seen.clusters.values())
+    if in_flight and (seen.stop or _failed(seen)):
+        return Decision()  # let running steps reach a safe point first
+    if seen.stop is not None:
+        return Decision(finish=seen.stop)
+    if _failed(seen):
+        return _on_failure(plan, seen)
+    wave = next((w for w in plan.waves if not _all(seen, w.clusters, State.VERIFIED)), None)
+    if wave is None:
+        return _watch(plan, seen, now)
+    return _advance(plan, wave, seen, now)
+
+
+def _advance(plan: Plan, wave: Wave, seen: Observed, now: float) -> Decision:
+    states = [seen.clusters[name].state for name in wave.clusters]
+    if not all(state in (State.BAKING, State.VERIFIED) for state in states):
+        busy = sum(1 for state in states if state in IN_FLIGHT)
+        pending = [n for n in wave.clusters if seen.clusters[n].state is State.PENDING]
+        return Decision(deploy=tuple(pending[: max(0, wave.max_parallel - busy)]))
+    started = seen.bake_started.get(wave.name)
+    if started is None:
+        return Decision(start_bake=wave.name, wake_at=now)
+    if wave.bake <= 0:
+        return Decision(wave_verified=wave.name)
+    return _bake(plan.policy, wave, started, seen, now)
+
+
+def _bake(policy: Policy, wave: Wave, started: float, seen: Observed, now: float) -> Decision:
+    end = started + wave.bake
+    due = _due(policy, wave.clusters, seen, now, end)
+    if now >= end and not due:
+        return Decision(wave_verified=wave.name)
+    return Decision(check=due, wake_at=_next_look(policy, wave.clusters, seen, end))
+
+
+def _watch(plan: Plan, seen: Observed, now: float) -> Decision:
+    if plan.policy.watch <= 0:
+        return Decision(finish=Ending.SUCCEEDED)
+    if seen.watch_started is None:
+        return Decision(start_watch=True, wake_at=now)
+    clusters = tuple(seen.clusters)
+    end = seen.watch_started + plan.policy.watch
+    due = _due(plan.policy, clusters, seen, now, end)
+    if now >= end and not due:
+        return Decision(finish=Ending.SUCCEEDED)
+    return Decision(check=due, wake_at=_next_look(plan.policy, clusters, seen, end))
+
+
+def _due(policy: Policy, clusters: tuple[str, ...], seen: Observed, now: float,
+         end: float) -> tuple[str, ...]:
+    """Clusters whose next check is due: every interval, and once more when the period ends."""
+    def is_due(name: str) -> bool:
+        last = seen.clusters[name].last_check_at
+        if last is None:
+            return True
+        return now >= min(last + policy.check_interval, end) and last < end
+    return tuple(name for name in clusters if is_due(name))
+
+
+def _next_look(policy: Policy, clusters: tuple[str, ...], seen: Observed, end: float) -> float:
+    times = [min((seen.clusters[n].last_check_at or 0.0) + policy.check_interval, end)
+             for n in clusters]
+    return min(times, default=end)
+
+
+def _on_failure(plan: Plan, seen: Observed) -> Decision:
+    if seen.rollback_done or plan.policy.on_failure == "halt":
+        return Decision(finish=_ending_after_failure(plan, seen))
+    return Decision(rollback=rollback_order(plan, seen))
+
+
+def rollback_order(plan: Plan, seen: Observed) -> tuple[tuple[str, ...], ...]:
+    """Groups to roll back, one after the other, each in parallel.
+
+    rollback-release: every cluster this run changed, the failing wave first, then the earlier
+    waves newest first. rollback-failed: only the failed clusters. Untouched ones never.
+    """
+    failed = [n for n, s in seen.clusters.items() if s.state is State.FAILED]
+    if plan.policy.on_failure == "rollback-failed":
+        return (tuple(failed),)
+    changed = [w for w in reversed(plan.waves)
+               if any(seen.clusters[n].state not in UNTOUCHED for n in w.clusters)]
+    # The failing wave first (during a watch it need not be the newest), then the rest.
+    changed.sort(key=lambda w: not any(n in failed for n in w.clusters))
+    return tuple(tuple(n for n in w.clusters if seen.clusters[n].state not in UNTOUCHED)
+                 for w in changed)
+
+
+def _ending_after_failure(plan: Plan, seen: Observed) -> Ending:
+    states = {status.state for status in seen.clusters.values()}
+    if plan.policy.on_failure == "halt" or State.ROLLBACK_FAILED in states:
+        return Ending.NEEDS_HUMAN
+    return Ending.ROLLED_BACK
+
+
+def _failed(seen: Observed) -> bool:
+    return any(s.state in (State.FAILED, State.ROLLBACK_FAILED, State.ROLLED_BACK)
+               for s in seen.clusters.values())
+
+
+def _all(seen: Observed, clusters: tuple[str, ...], state: State) -> bool:
+    return all(seen.clusters[name].state is state for name in clusters)
+
+
+# Folding observations back in: small pure updates the runner applies.
+
+def with_state(seen: Observed, cluster: str, state: State, reason: str | None = None) -> Observed:
+    status = dataclasses.replace(seen.clusters[cluster], state=state,
+                                 reason=reason or seen.clusters[cluster].reason)
+    return dataclasses.replace(seen, clusters={**seen.clusters, cluster: status})
+
+
+def with_round(seen: Observed, cluster: str, outcome: Outcome, policy: Policy, now: float,
+               detail: str | None = None) -> Observed:
+    """A check round's outcome: a fail fails at once; errors fail once there are too many."""
+    status = after_round(seen.clusters[cluster], outcome, policy, now, detail)
+    return dataclasses.replace(seen, clusters={**seen.clusters, cluster: status})
+
+
+def after_round(status: ClusterStatus, outcome: Outcome, policy: Policy, now: float,
+                detail: str | None = None) -> ClusterStatus:
+    if outcome is Outcome.PASS:
+        return dataclasses.replace(status, consecutive_errors=0, last_check_at=now)
+    if outcome is Outcome.FAIL:
+        return dataclasses.replace(status, state=State.FAILED, last_check_at=now, reason=detail)
+    errors = status.consecutive_errors + 1
+    if errors >= policy.max_check_errors:
+        return dataclasses.replace(
+            status, state=State.FAILED, consecutive_errors=errors, last_check_at=now,
+            reason=f"{errors} consecutive check errors (fail safe): {detail}")
+    return dataclasses.replace(status, consecutive_errors=errors, last_check_at=now)
+
+
+def with_bake_started(seen: Observed, wave: str, now: float) -> Observed:
+    return dataclasses.replace(seen, bake_started={**seen.bake_started, wave: now})
+
+
+def with_wave_verified(seen: Observed, wave: Wave) -> Observed:
+    for name in wave.clusters:
+        seen = with_state(seen, name, State.VERIFIED)
+    return seen

@@ -1,0 +1,295 @@
+"""The deploy run: the one loop that does I/O around `rollout.decide`.
+
+It asks what to do next, does it (deploy tasks on a thread pool bounded by each wave's
+max_parallel, check rounds, rollbacks), folds what it saw back into the observed state, and
+asks again. It keeps the ledger (one revision per cluster it changes), the report, and the
+locks. Log lines carry `run_id`, `cluster` and `wave`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from wavegate import ledger, ledgerio, restore, rollout, verify
+from wavegate.app import Release
+from wavegate.checks import Suite
+from wavegate.clock import Clock
+from wavegate.drivers.base import Driver, RolloutFailed
+from wavegate.errors import (
+    EXIT_LOCKED,
+    EXIT_NEEDS_HUMAN,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+    DriverError,
+    Preempted,
+)
+from wavegate.fleet import Fleet
+from wavegate.ledger import Record, Status
+from wavegate.report import RunReport
+from wavegate.rollout import Decision, Ending, Observed, State
+
+log = structlog.get_logger(__name__)
+
+EXIT_CODES = {Ending.SUCCEEDED: EXIT_OK, Ending.ROLLED_BACK: EXIT_ROLLED_BACK,
+              Ending.NEEDS_HUMAN: EXIT_NEEDS_HUMAN, Ending.INTERRUPTED: EXIT_NEEDS_HUMAN,
+              Ending.PREEMPTED: EXIT_LOCKED}
+_POLL = 0.2  # how often a waiting loop looks at the stop flag
+
+
+@dataclass(frozen=True)
+class Target:
+    """One cluster of the run: how to reach it, what to give it, how to judge it."""
+
+    driver: Driver
+    release: Release
+    suite: Suite
+    tokens: Mapping[str, str | None]
+
+
+class Runner:
+    def __init__(self, *, fleet: Fleet, targets: Mapping[str, Target], run_id: str, by: str,
+                 clock: Clock, report: RunReport) -> None:
+        self.fleet, self.targets, self.run_id, self.by = fleet, targets, run_id, by
+        self.clock, self.report = clock, report
+        self.plan = rollout.Plan(fleet.waves, fleet.policy)
+        self.seen = Observed.start(fleet.waves)
+        self.records: dict[str, Record] = {}
+        self._guard = threading.Lock()
+        self._stop: Ending | None = None
+        self._wake = threading.Event()
+
+    def stop(self, why: Ending) -> None:
+        """Ask the run to stop at its next safe point (signal handlers, lost locks)."""
+        with self._guard:
+            self._stop = self._stop or why
+        self._wake.set()
+
+    def run(self) -> Ending:
+        log.info("run.started", run_id=self.run_id, app=self._app, version=self._version)
+        with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
+            ending = self._loop(pool)
+        if ending is Ending.INTERRUPTED:
+            self._mark_interrupted()
+        log.info("run.finished", run_id=self.run_id, outcome=ending.value)
+        return ending
+
+    def _loop(self, pool: ThreadPoolExecutor) -> Ending:
+        running: dict[Future[None], str] = {}
+        while True:
+            with self._guard:
+                self.seen = _with_stop(self.seen, self._stop)
+                decision = rollout.decide(self.plan, self.seen, self.clock.now())
+            if decision.finish is not None:
+                return decision.finish
+            self._act(decision, pool, running)
+            self._wait(decision, running)
+
+    def _act(self, decision: Decision, pool: ThreadPoolExecutor,
+             running: dict[Future[None], str]) -> None:
+        for name in decision.deploy:
+            self._set_state(name, State.APPLYING)
+            running[pool.submit(self._deploy, name)] = name
+        if decision.start_bake is not None:
+            self._start_bake(decision.start_bake)
+        if decision.check:
+            list(pool.map(self._check, decision.check))
+        if decision.wave_verified is not None:
+            self._wave_verified(decision.wave_verified, pool)
+        if decision.start_watch:
+            log.info("watch.started", run_id=self.run_id, seconds=self.fleet.policy.watch)
+            with self._guard:
+                self.seen = _replace(self.seen, watch_started=self.clock.now())
+        if decision.rollback:
+            self._roll_back(decision.rollback, pool)
+
+    def _wait(self, decision: Decision, running: dict[Future[None], str]) -> None:
+        if running:
+            done, _ = wait(list(running), timeout=_POLL, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                future.result()  # a bug in a task must not pass silently
+        elif decision.wake_at is not None and not decision.check:
+            self.clock.sleep(decision.wake_at - self.clock.now(), self._wake)
+
+    # --- one cluster's deploy, on a worker thread --------------------------------------------
+
+    def _deploy(self, name: str) -> None:
+        target = self.targets[name]
+        bound = log.bind(run_id=self.run_id, cluster=name,
+                         wave=self.fleet.wave_of(name).name)
+        try:
+            self._apply(name, target)
+            self._set_state(name, State.ROLLING_OUT)
+            target.driver.wait_rollout(target.release, timeout=self.fleet.policy.rollout_timeout)
+            self._set_state(name, State.VERIFYING)
+            self._first_verification(name, target)
+        except RolloutFailed as error:
+            self._fail(name, f"rollout failed: {error}")
+        except DriverError as error:
+            self._fail(name, str(error))
+        except Preempted as error:
+            bound.warning("run.preempted", detail=str(error))
+            self.stop(Ending.PREEMPTED)
+            self._set_state(name, State.FAILED, str(error))
+
+    def _apply(self, name: str, target: Target) -> None:
+        driver, release = target.driver, target.release
+        previous = ledger.live(driver.records(release.app))
+        self.report.update(name, from_version=previous.version if previous else None)
+        record = ledgerio.open_revision(driver, release, run_id=self.run_id, by=self.by)
+        self.records[name] = record
+        self.report.update(name, revision=record.revision)
+        log.info("cluster.applying", run_id=self.run_id, cluster=name,
+                 revision=record.revision, version=release.version)
+        driver.apply(release, holder=self.run_id)
+
+    def _first_verification(self, name: str, target: Target) -> None:
+        status, last = verify.until_judged(
+            target.driver.endpoint(), target.suite, target.tokens, self.fleet.policy,
+            self.clock, stop=lambda: self._stop is not None)
+        self._record_round(name, last)
+        if status.state is State.FAILED:
+            self._fail(name, status.reason or "checks failed")
+            return
+        with self._guard:
+            self.seen = rollout.with_state(self.seen, name, State.BAKING)
+            self.seen = _with_last_check(self.seen, name, status.last_check_at)
+        self.report.update(name, state=State.BAKING.value)
+        log.info("cluster.verified", run_id=self.run_id, cluster=name)
+
+    # --- bake and watch ----------------------------------------------------------------------
+
+    def _start_bake(self, wave: str) -> None:
+        log.info("wave.baking", run_id=self.run_id, wave=wave,
+                 seconds=next(w.bake for w in self.fleet.waves if w.name == wave))
+        with self._guard:
+            self.seen = rollout.with_bake_started(self.seen, wave, self.clock.now())
+
+    def _check(self, name: str) -> None:
+        target = self.targets[name]
+        try:
+            result = verify.run_round(target.driver.endpoint(), target.suite, target.tokens,
+                                      deadline=self.fleet.policy.check_timeout)
+        except DriverError as error:
+            self._fail(name, str(error))
+            return
+        self._record_round(name, result)
+        with self._guard:
+            self.seen = rollout.with_round(self.seen, name, result.outcome, self.fleet.policy,
+                                           self.clock.now(), verify.describe(result))
+            failed = self.seen.clusters[name]
+        if failed.state is State.FAILED:
+            self._fail(name, failed.reason or "checks failed")
+
+    def _wave_verified(self, wave_name: str, pool: ThreadPoolExecutor) -> None:
+        wave = next(w for w in self.fleet.waves if w.name == wave_name)
+
+        def verified(name: str) -> None:
+            self._mark(name, status=Status.VERIFIED)
+            self.report.update(name, state=State.VERIFIED.value)
+
+        list(pool.map(verified, wave.clusters))
+        with self._guard:
+            self.seen = rollout.with_wave_verified(self.seen, wave)
+        log.info("wave.verified", run_id=self.run_id, wave=wave_name)
+
+    # --- failure -----------------------------------------------------------------------------
+
+    def _fail(self, name: str, reason: str) -> None:
+        log.error("cluster.failed", run_id=self.run_id, cluster=name, reason=reason)
+        self._set_state(name, State.FAILED, reason)
+        if name in self.records:
+            try:
+                self._mark(name, status=Status.FAILED, reason=reason)
+            except DriverError as error:
+                log.error("ledger.unwritable", run_id=self.run_id, cluster=name,
+                          detail=str(error))
+
+    def _roll_back(self, groups: tuple[tuple[str, ...], ...], pool: ThreadPoolExecutor) -> None:
+        reason = self._failure_summary()
+        for group in groups:
+            log.info("rollback.wave", run_id=self.run_id, clusters=list(group))
+            list(pool.map(lambda name: self._restore(name, reason), group))
+        with self._guard:
+            self.seen = _replace(self.seen, rollback_done=True)
+
+    def _restore(self, name: str, reason: str) -> None:
+        driver = self.targets[name].driver
+        replacing = self.records.get(name)
+        try:
+            records = driver.records(self._app)
+        except DriverError as error:
+            self._set_state(name, State.ROLLBACK_FAILED, str(error))
+            return
+        target = ledger.restore_target(records, replacing=replacing.revision) \
+            if replacing else ledger.last_known_good(records)
+        result = restore.restore(
+            driver, app=self._app, replacing=replacing, target=target, run_id=self.run_id,
+            by=self.by, reason=f"rollback: {reason}", policy=self.fleet.policy,
+            clock=self.clock, on_state=lambda state: self._set_state(name, state))
+        self.report.update(name, detail=f"{reason}; {result.detail}" if result.ok
+                           else f"rollback failed: {result.detail}")
+
+    def _failure_summary(self) -> str:
+        failed = [(n, s.reason) for n, s in self.seen.clusters.items()
+                  if s.state is State.FAILED]
+        return "; ".join(f"{name}: {why}" for name, why in failed) or "run failed"
+
+    def _mark_interrupted(self) -> None:
+        for name in self.records:
+            if self.seen.clusters[name].state not in (State.VERIFIED, State.ROLLED_BACK):
+                try:
+                    self._mark(name, status=Status.INTERRUPTED, reason="run interrupted")
+                except (DriverError, Preempted):
+                    log.error("ledger.unwritable", run_id=self.run_id, cluster=name)
+                self._set_state(name, State.INTERRUPTED)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _mark(self, name: str, **changes: Any) -> None:
+        record = self.records[name]
+        self.records[name] = ledgerio.mark(self.targets[name].driver, self._app,
+                                           record.revision, holder=self.run_id,
+                                           checks=record.checks, **changes)
+
+    def _record_round(self, name: str, result: verify.Round) -> None:
+        self.report.update(name, checks=[r.as_dict() for r in result.results])
+        if name in self.records:
+            self.records[name] = self.records[name].updated(checks=verify.counts(result))
+
+    def _set_state(self, name: str, state: State, reason: str | None = None) -> None:
+        with self._guard:
+            self.seen = rollout.with_state(self.seen, name, state, reason)
+        fields: dict[str, object] = {"state": state.value}
+        if reason:
+            fields["detail"] = reason
+        self.report.update(name, **fields)
+
+    @property
+    def _app(self) -> str:
+        return next(iter(self.targets.values())).release.app
+
+    @property
+    def _version(self) -> str:
+        return next(iter(self.targets.values())).release.version
+
+
+def _replace(seen: Observed, **changes: Any) -> Observed:
+    return dataclasses.replace(seen, **changes)
+
+
+def _with_stop(seen: Observed, stop: Ending | None) -> Observed:
+    return seen if seen.stop == stop else _replace(seen, stop=stop)
+
+
+def _with_last_check(seen: Observed, name: str, at: float | None) -> Observed:
+    status = dataclasses.replace(seen.clusters[name], last_check_at=at)
+    return _replace(seen, clusters={**seen.clusters, name: status})
+

@@ -1,0 +1,96 @@
+"""What every command that changes clusters shares: run ids, who acts, drivers, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from wavegate import drivers
+from wavegate.drivers.base import Driver
+from wavegate.errors import DriverError, InputError
+from wavegate.fleet import Fleet
+from wavegate.report import RUNS_DIR, RunReport
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def actor() -> str:
+    """Who is acting, for the ledger: explicit, then CI's user, then the login."""
+    for variable in ("WAVEGATE_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_REQUESTEDFOR"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def select_clusters(fleet: Fleet, names: tuple[str, ...] | list[str]) -> list[str]:
+    known = [cluster.name for cluster in fleet.clusters]
+    for name in names:
+        if name not in known:
+            raise InputError(f"unknown cluster {name!r} (fleet has {', '.join(known)})",
+                             file=fleet.path, field="-c")
+    return list(names) or known
+
+
+def drivers_for(fleet: Fleet, names: list[str]) -> dict[str, Driver]:
+    """A driver per named cluster; none is contacted yet."""
+    return {name: drivers.for_cluster(fleet, fleet.cluster(name)) for name in names}
+
+
+def connect(chosen: dict[str, Driver]) -> dict[str, Driver]:
+    """Confirm every cluster answers, in parallel (the slowest one counts); DriverError names
+    every cluster that did not."""
+    with ThreadPoolExecutor(max_workers=len(chosen) or 1) as pool:
+        failures = [error for error in pool.map(_try_connect, chosen.values()) if error]
+    if failures:
+        others = "; ".join(str(f) for f in failures[1:])
+        first = str(failures[0]).removeprefix(f"{failures[0].cluster}: ")
+        raise DriverError(first + (f"; {others}" if others else ""), cluster=failures[0].cluster)
+    return chosen
+
+
+def _try_connect(driver: Driver) -> DriverError | None:
+    try:
+        driver.connect()
+    except DriverError as error:
+        return error
+    return None
+
+
+def journal_path(run_id: str) -> Path:
+    return RUNS_DIR / f"{run_id}.json"
+
+
+def save(report: RunReport, extra: Path | None) -> None:
+    """The journal always; the user's --report file when asked for."""
+    report.write(journal_path(report.run_id))
+    if extra is not None:
+        report.write(extra)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM (a CI runner cancelling the job) ask the run to stop at a safe point."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,163 @@
+"""Judging one probe's answer: pass, fail or error. Pure; the tables in the tests are the spec.
+
+    pass   the expectation holds
+    fail   an expectation not met; never retried, acted on at once. `security` when access was
+           granted where a denial was due (or a list showed more than it may)
+    error  the check could not be judged: timeout, refused connection, 5xx, or a 401 for a
+           principal that sent a token (its probe credential is broken, which must never pass
+           as a correct denial). Transport errors and 5xx are `retryable`; a 401 is an answer
+           and is not asked again.
+
+Details name the principal, the request and the status, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from wavegate import jsonpath
+from wavegate.checks import DENIAL_STATUSES, Allowed, Denied, Expect, Probe
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class TransportError:
+    """The request got no HTTP answer (timeout, refused, reset)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    severity: str
+    detail: str
+    retryable: bool = False
+    status: int | None = None
+
+
+def judge(probe: Probe, answer: Response | TransportError) -> Verdict:
+    if isinstance(answer, TransportError):
+        return _error(probe, f"no answer: {answer.reason}", retryable=True)
+    if answer.status >= 500:
+        return _error(probe, f"got {answer.status}", retryable=True, status=answer.status)
+    sent_token = probe.principal is not None and probe.principal.sends_token
+    expectation = probe.expectation
+    if answer.status == 401 and sent_token and not _expects(expectation, 401):
+        return _error(probe, "got 401 although a token was sent: the probe credential is "
+                             "broken", status=401)
+    if isinstance(expectation, Allowed):
+        return _judge_allowed(probe, expectation, answer)
+    if isinstance(expectation, Denied):
+        return _judge_denied(probe, expectation, answer)
+    return _judge_expect(probe, expectation, answer)
+
+
+def _expects(expectation: Expect | Allowed | Denied, status: int) -> bool:
+    return isinstance(expectation, Expect) and status in expectation.status
+
+
+def _judge_allowed(probe: Probe, expectation: Allowed, answer: Response) -> Verdict:
+    if not 200 <= answer.status < 300:
+        return _fail(probe, f"a member was refused: got {answer.status}, expected access",
+                     severity="functional", status=answer.status)
+    if expectation.marker.encode() not in answer.body:
+        return _fail(probe, f"got {answer.status} without the marker {expectation.marker!r}",
+                     severity="functional", status=answer.status)
+    return _pass(probe, f"allowed ({answer.status})", answer.status)
+
+
+def _judge_denied(probe: Probe, expectation: Denied, answer: Response) -> Verdict:
+    leaked = expectation.marker.encode() in answer.body
+    if 200 <= answer.status < 300:
+        return _fail(probe, f"access granted where a denial was due: got {answer.status}"
+                            + (f", body shows {expectation.marker!r}" if leaked else ""),
+                     severity="security", status=answer.status)
+    if answer.status not in DENIAL_STATUSES:
+        return _fail(probe, f"expected a denial (401/403/404), got {answer.status}",
+                     severity=probe.severity, status=answer.status)
+    if leaked:
+        return _fail(probe, f"denied with {answer.status} but the body shows "
+                            f"{expectation.marker!r}", severity="security", status=answer.status)
+    return _pass(probe, f"denied ({answer.status})", answer.status)
+
+
+def _judge_expect(probe: Probe, expectation: Expect, answer: Response) -> Verdict:
+    if answer.status not in expectation.status:
+        wanted = "/".join(str(code) for code in expectation.status)
+        return _fail(probe, f"got {answer.status}, expected {wanted}",
+                     severity=probe.severity, status=answer.status)
+    if not expectation.json and expectation.json_ids is None:
+        return _pass(probe, f"got {answer.status}", answer.status)
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        return _fail(probe, f"got {answer.status} with a body that is not JSON",
+                     severity=probe.severity, status=answer.status)
+    problem = _field_problem(expectation, document)
+    if problem is not None:
+        return _fail(probe, problem, severity=probe.severity, status=answer.status)
+    # A list showing ids it may not is a leak, whatever the check's declared severity.
+    problem = _ids_problem(expectation, document)
+    if problem is not None:
+        return _fail(probe, problem, severity="security", status=answer.status)
+    problem = _missing_ids(expectation, document)
+    if problem is not None:
+        return _fail(probe, problem, severity="functional", status=answer.status)
+    return _pass(probe, f"got {answer.status} as expected", answer.status)
+
+
+def _field_problem(expectation: Expect, document: Any) -> str | None:
+    for key, wanted in expectation.json.items():
+        actual = document.get(key) if isinstance(document, dict) else None
+        if actual != wanted:
+            return f"field {key!r} is {actual!r}, expected {wanted!r}"
+    return None
+
+
+def _ids_problem(expectation: Expect, document: Any) -> str | None:
+    """Ids the list may not show (a leak); for `equals`, also ids it should but does not."""
+    ids = expectation.json_ids
+    if ids is None:
+        return None
+    found = {str(value) for value in jsonpath.select(document, ids.path)}
+    allowed = set(ids.subset_of if ids.subset_of is not None else ids.equals or ())
+    extra = sorted(found - allowed)
+    if extra:
+        return f"ids at {ids.path} include {', '.join(extra)}, beyond the allowed set"
+    return None
+
+
+def _missing_ids(expectation: Expect, document: Any) -> str | None:
+    ids = expectation.json_ids
+    if ids is None or ids.equals is None:
+        return None
+    missing = sorted(set(ids.equals) - {str(v) for v in jsonpath.select(document, ids.path)})
+    return f"ids at {ids.path} lack {', '.join(missing)}" if missing else None
+
+
+def _pass(probe: Probe, detail: str, status: int) -> Verdict:
+    return Verdict(Outcome.PASS, probe.severity, detail, status=status)
+
+
+def _fail(probe: Probe, detail: str, *, severity: str, status: int) -> Verdict:
+    return Verdict(Outcome.FAIL, severity, detail, status=status)
+
+
+def _error(probe: Probe, detail: str, *, retryable: bool = False,
+           status: int | None = None) -> Verdict:
+    return Verdict(Outcome.ERROR, probe.severity, detail, retryable=retryable, status=status)

@@ -1,0 +1,79 @@
+"""Deploy windows: when a deploy may start (`allow`) and when it must not (`freeze`).
+
+Parsing only, for now: the fleet file is validated so a typo is caught early; honouring the
+windows while a run goes is the operations work that follows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_ALLOW = re.compile(
+    r"^(?P<days>[A-Za-z]{3}(?:-[A-Za-z]{3})?(?:,[A-Za-z]{3}(?:-[A-Za-z]{3})?)*)\s+"
+    r"(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})\s+(?P<tz>\S+)$"
+)
+
+
+@dataclass(frozen=True)
+class Allow:
+    weekdays: frozenset[int]
+    start: time
+    end: time
+    zone: ZoneInfo
+
+
+@dataclass(frozen=True)
+class Freeze:
+    first: date
+    last: date
+
+
+def parse_allow(text: str) -> Allow:
+    match = _ALLOW.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"expected like 'Mon-Thu 08:00-16:00 Europe/Amsterdam', got {text!r}")
+    try:
+        zone = ZoneInfo(match["tz"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {match['tz']!r}") from None
+    return Allow(_weekdays(match["days"]), _time(match["start"]), _time(match["end"]), zone)
+
+
+def parse_freeze(text: str) -> Freeze:
+    first, _, last = text.partition("/")
+    try:
+        freeze = Freeze(date.fromisoformat(first), date.fromisoformat(last or first))
+    except ValueError:
+        raise ValueError(
+            f"expected a date range like 2025-12-20/2026-01-05, got {text!r}") from None
+    if freeze.last < freeze.first:
+        raise ValueError(f"freeze ends before it starts: {text!r}")
+    return freeze
+
+
+def _weekdays(spec: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        start, end = _day(first), _day(last or first)
+        days.update(range(start, end + 1) if start <= end else [*range(start, 7), *range(end + 1)])
+    return frozenset(days)
+
+
+def _day(name: str) -> int:
+    try:
+        return DAYS.index(name.capitalize())
+    except ValueError:
+        raise ValueError(f"unknown day {name!r} (expected one of {', '.join(DAYS)})") from None
+
+
+def _time(text: str) -> time:
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"invalid time {text!r}") from None
