@@ -28,6 +28,7 @@ CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding",
                             "CustomResourceDefinition", "PriorityClass", "StorageClass"})
 
 Manifest = dict[str, Any]
+RESERVED = frozenset({"version", "app", "cluster.name", "cluster.region", "cluster.namespace"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class App:
 
     def variables(self, cluster: Cluster, version: str,
                   overrides: Mapping[str, str]) -> dict[str, str]:
+        reserved = sorted(set(overrides) & RESERVED)
+        if reserved:
+            raise InputError(f"--set cannot override {', '.join(reserved)} (use --version, or "
+                             "the fleet file)")
         values = {key: _text(value) for key, value in cluster.values.items()}
         return {**values, "version": version, "cluster.name": cluster.name,
                 "cluster.region": cluster.region, "cluster.namespace": cluster.namespace,
@@ -99,10 +104,10 @@ def resolve(name_or_path: str) -> App:
 
 def _labelled(manifest: Manifest, app: str, namespace: str) -> Manifest:
     """Label every object with its app, so a later revision can prune what it dropped."""
-    metadata = manifest.setdefault("metadata", {})
+    metadata = manifest["metadata"] = manifest.get("metadata") or {}
     if manifest.get("kind") not in CLUSTER_SCOPED:
         metadata.setdefault("namespace", namespace)
-    labels = metadata.setdefault("labels", {})
+    labels = metadata["labels"] = metadata.get("labels") or {}
     labels[APP_LABEL] = app
     labels[MANAGED_BY] = "wavegate"
     return manifest

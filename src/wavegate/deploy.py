@@ -77,6 +77,5 @@ def _summary(report: RunReport, ending: Ending) -> str:
         return f"{report.app} {report.version} verified on every cluster"
     failed = [e for e in report.clusters.values() if e.state in ("rolled-back",
                                                                  "rollback-failed", "failed")]
-    details = "; ".join(f"{e.cluster}: {e.detail}" for e in failed if e.detail)
-    return f"{ending.value}: {details}" if details else ending.value
+    return "; ".join(f"{e.cluster}: {e.detail}" for e in failed if e.detail) or ending.value
 

@@ -130,8 +130,15 @@ def load(path: Path) -> Fleet:
 
 
 def _defaults(value: Any, source: Source) -> dict[str, Any]:
-    raw = schema.mapping(value, ("defaults",), source, allowed=_DEFAULT_FIELDS)
-    return dict(raw)
+    raw = dict(schema.mapping(value, ("defaults",), source, allowed=_DEFAULT_FIELDS))
+    if "values" in raw:
+        raw["values"] = _values(raw["values"], ("defaults", "values"), source)
+    return raw
+
+
+def _values(value: Any, path: FieldPath, source: Source) -> Mapping[str, Any]:
+    """Template values: any keys, but a mapping."""
+    return schema.mapping(value, path, source, allowed=value if isinstance(value, dict) else ())
 
 
 def _clusters(value: Any, defaults: Mapping[str, Any], source: Source) -> tuple[Cluster, ...]:
@@ -149,7 +156,8 @@ def _clusters(value: Any, defaults: Mapping[str, Any], source: Source) -> tuple[
 
 def _cluster(value: Any, path: FieldPath, defaults: Mapping[str, Any], source: Source) -> Cluster:
     raw = schema.mapping(value, path, source, allowed=_CLUSTER_FIELDS, required=("name",))
-    merged = {**defaults, **raw, "values": {**defaults.get("values", {}), **raw.get("values", {})}}
+    own_values = _values(raw.get("values", {}), path + ("values",), source)
+    merged = {**defaults, **raw, "values": {**defaults.get("values", {}), **own_values}}
 
     def where(key: str) -> FieldPath:
         """Where a merged value was written: the cluster itself, or the defaults."""
@@ -164,7 +172,7 @@ def _cluster(value: Any, path: FieldPath, defaults: Mapping[str, Any], source: S
         context=_optional_string(merged, "context", where, source),
         endpoint=_optional_string(merged, "endpoint", where, source),
         kubeconfig=_relative_path(merged.get("kubeconfig"), where("kubeconfig"), source),
-        values=schema.mapping(merged["values"], where("values"), source, allowed=merged["values"]),
+        values=merged["values"],
         labels=_labels(raw.get("labels", {}), path + ("labels",), source),
     )
     if driver == "kubernetes" and cluster.endpoint is None:
@@ -325,8 +333,9 @@ def _local(value: Any, source: Source) -> LocalFleet:
                             allowed=images_raw if isinstance(images_raw, dict) else ())
     state_dir = schema.string(raw.get("state_dir", ".wavegate/local"), path + ("state_dir",),
                               source)
+    # Absolute, so a later change of working directory cannot move the fleet's state.
     return LocalFleet(
-        state_dir=source.file.parent / state_dir,
+        state_dir=(source.file.parent / state_dir).resolve(),
         images={name: schema.strings(argv, path + ("images", name), source)
                 for name, argv in images.items()},
         secrets=_local_secrets(raw.get("secrets", {}), path + ("secrets",), source),

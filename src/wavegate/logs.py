@@ -25,6 +25,7 @@ def configure(*, fmt: str, verbose: bool = False, stream: TextIO | None = None) 
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # render tracebacks before they are scrubbed
             redact.processor,
             renderer,
         ],

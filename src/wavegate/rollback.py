@@ -59,8 +59,9 @@ def _one(driver: Driver, *, app: str, to_version: str | None, reason: str, run_i
     report.update(name, from_version=current.version if current else None,
                   to_version=target.version if target else to_version)
     if target is None:
-        wanted = f"version {to_version}" if to_version else "an earlier verified release"
-        report.update(name, state="rollback-failed", detail=f"no {wanted} in the ledger")
+        wanted = f"verified {to_version}" if to_version else "earlier verified release"
+        report.update(name, state="rollback-failed", detail=f"no {wanted} in the ledger; "
+                      "left as it is")
         return False
     if current is not None and current.revision == target.revision:
         report.update(name, state="verified", detail=f"already on {target.version}")

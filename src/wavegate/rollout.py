@@ -88,10 +88,12 @@ def decide(plan: Plan, seen: Observed, now: float) -> Decision:
     in_flight = any(status.state in IN_FLIGHT for status in seen.clusters.values())
     if in_flight and (seen.stop or _failed(seen)):
         return Decision()  # let running steps reach a safe point first
+    if seen.stop is Ending.PREEMPTED:
+        return Decision(finish=seen.stop)  # whoever took the lock owns the clusters now
+    if _failed(seen):
+        return _on_failure(plan, seen)  # an interrupt does not skip a rollback already due
     if seen.stop is not None:
         return Decision(finish=seen.stop)
-    if _failed(seen):
-        return _on_failure(plan, seen)
     wave = next((w for w in plan.waves if not _all(seen, w.clusters, State.VERIFIED)), None)
     if wave is None:
         return _watch(plan, seen, now)
@@ -115,7 +117,7 @@ def _advance(plan: Plan, wave: Wave, seen: Observed, now: float) -> Decision:
 def _bake(policy: Policy, wave: Wave, started: float, seen: Observed, now: float) -> Decision:
     end = started + wave.bake
     due = _due(policy, wave.clusters, seen, now, end)
-    if now >= end and not due:
+    if now >= end and not due and _settled(seen, wave.clusters):
         return Decision(wave_verified=wave.name)
     return Decision(check=due, wake_at=_next_look(policy, wave.clusters, seen, end))
 
@@ -128,7 +130,7 @@ def _watch(plan: Plan, seen: Observed, now: float) -> Decision:
     clusters = tuple(seen.clusters)
     end = seen.watch_started + plan.policy.watch
     due = _due(plan.policy, clusters, seen, now, end)
-    if now >= end and not due:
+    if now >= end and not due and _settled(seen, clusters):
         return Decision(finish=Ending.SUCCEEDED)
     return Decision(check=due, wake_at=_next_look(plan.policy, clusters, seen, end))
 
@@ -136,18 +138,29 @@ def _watch(plan: Plan, seen: Observed, now: float) -> Decision:
 def _due(policy: Policy, clusters: tuple[str, ...], seen: Observed, now: float,
          end: float) -> tuple[str, ...]:
     """Clusters whose next check is due: every interval, and once more when the period ends."""
-    def is_due(name: str) -> bool:
-        last = seen.clusters[name].last_check_at
-        if last is None:
-            return True
-        return now >= min(last + policy.check_interval, end) and last < end
-    return tuple(name for name in clusters if is_due(name))
+    return tuple(name for name in clusters
+                 if seen.clusters[name].last_check_at is None
+                 or now >= _next_check(policy, seen.clusters[name], end))
+
+
+def _next_check(policy: Policy, status: ClusterStatus, end: float) -> float:
+    """Every interval, once more at the end; past the end only while errors are unresolved
+    (a period whose last round errored has not passed)."""
+    last = status.last_check_at or 0.0
+    if status.consecutive_errors > 0:
+        return last + policy.check_interval
+    if last >= end:
+        return float("inf")
+    return min(last + policy.check_interval, end)
 
 
 def _next_look(policy: Policy, clusters: tuple[str, ...], seen: Observed, end: float) -> float:
-    times = [min((seen.clusters[n].last_check_at or 0.0) + policy.check_interval, end)
-             for n in clusters]
-    return min(times, default=end)
+    times = [_next_check(policy, seen.clusters[n], end) for n in clusters]
+    return min([t for t in times if t != float("inf")], default=end)
+
+
+def _settled(seen: Observed, clusters: tuple[str, ...]) -> bool:
+    return all(seen.clusters[name].consecutive_errors == 0 for name in clusters)
 
 
 def _on_failure(plan: Plan, seen: Observed) -> Decision:

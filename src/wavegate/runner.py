@@ -234,8 +234,9 @@ class Runner:
             driver, app=self._app, replacing=replacing, target=target, run_id=self.run_id,
             by=self.by, reason=f"rollback: {reason}", policy=self.fleet.policy,
             clock=self.clock, on_state=lambda state: self._set_state(name, state))
-        self.report.update(name, detail=f"{reason}; {result.detail}" if result.ok
-                           else f"rollback failed: {result.detail}")
+        own = self.seen.clusters[name].reason or "rolled back with its wave"
+        self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
+                           else f"{own}; rollback failed: {result.detail}")
 
     def _failure_summary(self) -> str:
         failed = [(n, s.reason) for n, s in self.seen.clusters.items()
@@ -243,8 +244,8 @@ class Runner:
         return "; ".join(f"{name}: {why}" for name, why in failed) or "run failed"
 
     def _mark_interrupted(self) -> None:
-        for name in self.records:
-            if self.seen.clusters[name].state not in (State.VERIFIED, State.ROLLED_BACK):
+        for name, record in self.records.items():
+            if record.status is Status.APPLYING:  # verified and failed records keep their word
                 try:
                     self._mark(name, status=Status.INTERRUPTED, reason="run interrupted")
                 except (DriverError, Preempted):

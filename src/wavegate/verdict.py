@@ -112,6 +112,9 @@ def _judge_expect(probe: Probe, expectation: Expect, answer: Response) -> Verdic
     if problem is not None:
         return _fail(probe, problem, severity=probe.severity, status=answer.status)
     # A list showing ids it may not is a leak, whatever the check's declared severity.
+    problem = _unjudgeable_ids(expectation, document)
+    if problem is not None:
+        return _fail(probe, problem, severity=probe.severity, status=answer.status)
     problem = _ids_problem(expectation, document)
     if problem is not None:
         return _fail(probe, problem, severity="security", status=answer.status)
@@ -127,6 +130,17 @@ def _field_problem(expectation: Expect, document: Any) -> str | None:
         if actual != wanted:
             return f"field {key!r} is {actual!r}, expected {wanted!r}"
     return None
+
+
+def _unjudgeable_ids(expectation: Expect, document: Any) -> str | None:
+    """A listing whose shape changed must not pass vacuously: nothing is a subset of anything."""
+    ids = expectation.json_ids
+    if ids is None or "[*]" not in ids.path:
+        return None
+    head = ids.path.split("[*]", 1)[0]
+    if any(isinstance(found, list | dict) for found in jsonpath.select(document, head)):
+        return None
+    return f"{head} is not in the answer, so {ids.path} cannot be judged"
 
 
 def _ids_problem(expectation: Expect, document: Any) -> str | None:

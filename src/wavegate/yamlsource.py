@@ -59,7 +59,7 @@ def parse(text: str, path: Path) -> tuple[Any, Source]:
         raise _syntax_error(error, path) from None
     source = Source(path)
     if node is not None:
-        _record_lines(node, (), source.lines)
+        _record_lines(node, (), source)
     return data, source
 
 
@@ -74,7 +74,7 @@ def parse_all(text: str, path: Path) -> list[tuple[Any, Source]]:
     for node, data in zip(nodes, documents, strict=True):
         source = Source(path)
         if node is not None:
-            _record_lines(node, (), source.lines)
+            _record_lines(node, (), source)
         result.append((data, source))
     return result
 
@@ -86,13 +86,19 @@ def _syntax_error(error: yaml.YAMLError, path: Path) -> InputError:
     return InputError(f"YAML syntax error: {problem}", file=path, line=line)
 
 
-def _record_lines(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
+def _record_lines(node: yaml.Node, path: FieldPath, source: Source) -> None:
+    """Note each field's line; a key written twice is an error (YAML would keep the last)."""
+    source.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = path + (str(key_node.value),)
-            lines[key] = key_node.start_mark.line + 1
-            _record_lines(value_node, key, lines)
+            if key_node.value in seen:
+                raise InputError(f"duplicate key {key_node.value!r}", file=source.file,
+                                 line=key_node.start_mark.line + 1, field=dotted(key))
+            seen.add(key_node.value)
+            source.lines[key] = key_node.start_mark.line + 1
+            _record_lines(value_node, key, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, path + (index,), lines)
+            _record_lines(item, path + (index,), source)

@@ -1,0 +1,161 @@
+"""wavegate on the local fleet of six: real cluster agents, pods and HTTP on loopback.
+
+Each test drives the CLI as a release engineer would and asserts what they would see: exit
+codes, which clusters changed, what the ledger says, what the report names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TOKENS, LocalFleet
+
+pytestmark = pytest.mark.integration
+FAULTY = {"LIBRARY_LEAK": "${leak}", "LIBRARY_FAIL": "${fault}"}
+NOT_CANARY = ("prod-1", "prod-2", "prod-3", "prod-4", "prod-5")
+
+
+def versions_on(fleet: LocalFleet) -> dict[str, str | None]:
+    return {name: row["live_version"] for name, row in fleet.status().items()}
+
+
+def ever_ran(fleet: LocalFleet, version: str) -> set[str]:
+    return {record["cluster"] for record in fleet.history() if record["version"] == version}
+
+
+def test_good_release_rolls_out_to_every_cluster(local_fleet: LocalFleet) -> None:
+    result = local_fleet.deploy("library-app", "1.0.0")
+    assert result.code == 0, result.stderr
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    assert {r["status"] for r in local_fleet.history()} == {"verified"}
+
+
+def test_regression_is_stopped_at_the_canary(local_fleet: LocalFleet, tmp_path: Path) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    report_file = tmp_path / "report.json"
+    result = local_fleet.deploy("library-app", "2.0.0", "--report", str(report_file))
+    assert result.code == 1, result.stderr
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    assert ever_ran(local_fleet, "2.0.0") == {"prod-0"}
+    report = json.loads(report_file.read_text())
+    canary = next(c for c in report["clusters"] if c["cluster"] == "prod-0")
+    leak = next(c for c in canary["checks"] if c["severity"] == "security"
+                and c["outcome"] == "fail")
+    assert leak["principal"] in ("alice", "bob") and leak["request"].startswith("GET /api/")
+    assert "200" in leak["detail"]
+    assert {c["state"] for c in report["clusters"] if c["cluster"] != "prod-0"} == {"pending"}
+
+
+@pytest.mark.parametrize("leak", ["list-only", "bob-only"])
+def test_a_leak_only_one_endpoint_or_principal_shows_is_stopped(
+        local_fleet: LocalFleet, leak: str) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    variant = local_fleet.app_variant("leaky", configmap_extra=FAULTY)
+    result = local_fleet.deploy(str(variant), "1.1.0", "--set", f"leak={leak}", "--set",
+                                "fault=")
+    assert result.code == 1, result.stderr
+    assert ever_ran(local_fleet, "1.1.0") == {"prod-0"}
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_endpoint_that_errors_twice_then_recovers_does_not_roll_back(
+        local_fleet: LocalFleet) -> None:
+    variant = local_fleet.app_variant("flaky", configmap_extra=FAULTY)
+    result = local_fleet.deploy(str(variant), "1.0.0", "--set", "leak=", "--set",
+                                "fault=error-5xx-first-2")
+    assert result.code == 0, result.stderr
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_endpoint_that_keeps_erroring_counts_as_a_failure(local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    variant = local_fleet.app_variant("broken", configmap_extra=FAULTY)
+    result = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=", "--set",
+                                "fault=error-5xx")
+    assert result.code == 1, result.stderr
+    assert "consecutive check errors" in result.stdout
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_failure_in_the_second_wave_rolls_back_it_and_the_canary(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    local_fleet.set_values("prod-3", leak="bob-only")
+    variant = local_fleet.app_variant("regional", configmap_extra=FAULTY)
+    result = local_fleet.deploy(str(variant), "1.1.0")
+    assert result.code == 1, result.stderr
+    assert ever_ran(local_fleet, "1.1.0") == {"prod-0", "prod-2", "prod-3", "prod-4"}
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    rolled_back = {r["cluster"] for r in local_fleet.history() if r["status"] == "rolled-back"}
+    assert rolled_back == {"prod-0", "prod-2", "prod-3", "prod-4"}
+
+
+def test_crashing_release_fails_its_rollout_and_is_rolled_back(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    variant = local_fleet.app_variant("crashing", configmap_extra=FAULTY)
+    result = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=", "--set", "fault=crash")
+    assert result.code == 1, result.stderr
+    assert "rollout failed" in result.stdout and "PodCrashed" in result.stdout
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_rollback_all_takes_every_cluster_back_in_parallel(local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    assert local_fleet.deploy("library-app", "1.1.0").code == 0
+    started = time.monotonic()
+    result = local_fleet.wavegate("rollback", "library-app", "--all", "--reason", "drill",
+                                  "-f", str(local_fleet.fleet_file))
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.stderr
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    assert {r["status"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {
+        "rolled-back"}
+    assert elapsed < 30  # generous: one cluster's rollback is about a second
+
+
+def test_second_deploy_while_the_lock_is_held_exits_4_naming_the_holder(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    from wavegate.drivers.local import LocalDriver
+    from wavegate.fleet import load
+
+    fleet = load(local_fleet.fleet_file)
+    assert fleet.local is not None
+    LocalDriver(fleet.cluster("prod-3"), fleet.local).acquire_lock(
+        "library-app", holder="run-held-elsewhere", ttl=600)
+    result = local_fleet.deploy("library-app", "1.1.0")
+    assert result.code == 4
+    assert "run-held-elsewhere" in result.stderr
+    assert ever_ran(local_fleet, "1.1.0") == set()
+
+
+def test_bad_input_exits_2_and_touches_nothing(local_fleet: LocalFleet) -> None:
+    broken = local_fleet.root / "broken.yaml"
+    broken.write_text(local_fleet.fleet_file.read_text().replace("bake:", "bake: 2 hours\n#"))
+    result = local_fleet.wavegate("deploy", "library-app", "--version", "1.0.0", "-f",
+                                  str(broken))
+    assert result.code == 2
+    assert str(broken) in result.stderr and "bake" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert not (local_fleet.root / "state").exists()
+
+
+def test_no_token_appears_in_any_output(local_fleet: LocalFleet, tmp_path: Path) -> None:
+    report_file = tmp_path / "report.json"
+    local_fleet.deploy("library-app", "1.0.0")
+    local_fleet.deploy("library-app", "2.0.0", "--report", str(report_file))
+    local_fleet.wavegate("--log-format", "json", "-v", "rollback", "library-app", "--all",
+                         "-f", str(local_fleet.fleet_file))
+    local_fleet.history()
+    written = [p for p in (tmp_path / "state").rglob("*") if p.is_file()
+               and not p.name.startswith("Secret.")]  # the cluster's own secret store
+    written += [report_file, *(tmp_path / ".wavegate" / "runs").glob("*.json")]
+    texts = local_fleet.outputs + [p.read_bytes().decode(errors="replace") for p in written]
+    assert len(texts) > 20
+    for token in TOKENS.values():
+        assert not any(token in text for text in texts), f"a token leaked: {token[:8]}..."
