@@ -324,4 +324,5 @@ def demo(keep: bool) -> int:
     """The incident, replayed and stopped: 2.0.0 leaks Spaces; the canary catches it."""
     from wavegate import demo as demos
 
+    logs.quiet()  # the story is the output; warnings and errors still show
     return demos.run(echo=click.echo, keep=keep)

@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -91,8 +92,18 @@ def _verdict(fleet: Fleet, app: str, bad: RunReport, echo: Echo) -> int:
             and canary.state == "rolled-back")
     echo(f"\n{BAD} reached: {', '.join(touched) or 'no cluster'}; prod-0 is "
          f"{canary.state}; prod-1..5 never ran {BAD}.")
+    echo(f"The incident: unnoticed for 3 days on prod-0 and 5 hours on prod-1..5, then 31 "
+         f"minutes of manual rollback. Here: {BAD} was on prod-0 for "
+         f"{_seconds_on_canary(history):.1f} s, checks and rollback included.")
     echo("The safety net held." if held else "The safety net did NOT hold.")
     return EXIT_OK if held else 3
+
+
+def _seconds_on_canary(history: list[dict[str, object]]) -> float:
+    bad = next(r for r in history if r["cluster"] == "prod-0" and r["version"] == BAD)
+    started, finished = (datetime.fromisoformat(str(bad[key]))
+                         for key in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
 
 
 def _private_fleet(fleet: Fleet, state: Path) -> Fleet:

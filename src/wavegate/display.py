@@ -7,6 +7,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from wavegate.report import RunReport
@@ -30,7 +31,7 @@ def table(report: RunReport) -> Table:
         checks = f"{passed}/{len(entry.checks)}" if entry.checks else ""
         grid.add_row(entry.cluster, entry.wave, f"[{style}]{entry.state}[/]",
                      entry.from_version or "-", entry.to_version or "-", checks,
-                     (entry.detail or "")[:160])
+                     escape(_short(entry.detail or "")))
     return grid
 
 
@@ -56,3 +57,7 @@ class LiveTable:
                  trace: TracebackType | None) -> None:
         self._live.update(table(self.report))
         self._live.__exit__(kind, error, trace)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
