@@ -100,11 +100,13 @@ def plan(app_name: str, version: str, fleet_path: Path | None, overrides: tuple[
 @click.option("--dry-run", is_flag=True, help="Validate and plan; touch nothing.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="Write the run report (JSON) here, whatever the outcome.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+              help="Write a JUnit XML file (one testcase per cluster and check).")
 @click.pass_context
 @_fail_cleanly
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
            overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
-           report_path: Path | None) -> int:
+           report_path: Path | None, junit_path: Path | None) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
     run_id = runs.new_run_id()
     try:
@@ -119,7 +121,8 @@ def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path
         return 0
     report = deploys.new_report(fleet, app, version, run_id)
     return _run_with_report(context, report, report_path, lambda: deploys.run(
-        fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report))
+        fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report),
+        junit_path=junit_path)
 
 
 @main.command()
@@ -201,7 +204,7 @@ def _drivers(fleet: fleets.Fleet, names: list[str] | None = None) -> dict[str, A
 
 
 def _run_with_report(context: click.Context, report: Any, report_path: Path | None,
-                     action: Callable[[], int]) -> int:
+                     action: Callable[[], int], junit_path: Path | None = None) -> int:
     from wavegate.display import LiveTable
 
     interactive = context.obj["interactive"]
@@ -216,9 +219,9 @@ def _run_with_report(context: click.Context, report: Any, report_path: Path | No
     except WavegateError as error:
         if report.exit_code is None:
             report.finish(outcome="error", exit_code=error.exit_code, message=str(error))
-        runs.save(report, report_path)
+        runs.save(report, report_path, junit_path)
         raise
-    runs.save(report, report_path)
+    runs.save(report, report_path, junit_path)
     click.echo(f"{report.outcome}: {report.message}" if report.message else report.outcome)
     return code
 

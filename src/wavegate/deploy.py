@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from wavegate import checks, credentials, drivers
+from wavegate import checks, credentials, drivers, notify
 from wavegate.app import CHECKS_FILE, App
 from wavegate.clock import Clock
 from wavegate.drivers.local import secret_objects
 from wavegate.errors import EXIT_LOCKED, LockHeld
 from wavegate.fleet import Fleet
 from wavegate.locks import Locks
+from wavegate.notify import Notifier
 from wavegate.report import RunReport
 from wavegate.rollout import Ending
 from wavegate.runner import EXIT_CODES, Runner, Target
@@ -28,6 +29,7 @@ class Prepared:
     """A release rendered and judged ready for each cluster; nothing contacted yet."""
 
     targets: Mapping[str, Target]
+    webhooks: tuple[str, ...] = ()
 
 
 def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) -> Prepared:
@@ -40,7 +42,7 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) 
         targets[cluster.name] = Target(driver=drivers.for_cluster(fleet, cluster),
                                        release=release, suite=suite,
                                        tokens=credentials.resolve(suite))
-    return Prepared(targets)
+    return Prepared(targets, tuple(notify.resolve_urls(fleet)))
 
 
 def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
@@ -56,8 +58,10 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
     live = connect({name: target.driver for name, target in targets.items()})
+    notifier = Notifier(list(prepared.webhooks), run_id=run_id, app=report.app,
+                        version=report.version)
     runner = Runner(fleet=fleet, targets=targets, run_id=run_id, by=by, clock=clock,
-                    report=report)
+                    report=report, notifier=notifier)
     app = next(iter(targets.values())).release.app
     try:
         with Locks(live, app=app, holder=run_id,
@@ -67,6 +71,8 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
     except LockHeld as error:
         report.finish(outcome="locked", exit_code=EXIT_LOCKED, message=str(error))
         raise
+    finally:
+        notifier.close()
     code = EXIT_CODES[ending]
     report.finish(outcome=ending.value, exit_code=code, message=_summary(report, ending))
     return code

@@ -367,7 +367,6 @@ def _require_local_section(fleet: Fleet, source: Source) -> None:
 UNSUPPORTED_YET = {
     ("policy", "approval"): "approval gates",
     ("policy", "windows"): "deploy windows",
-    ("notify",): "notifications",
 }
 
 
@@ -376,7 +375,6 @@ def _refuse_unsupported(fleet: Fleet, source: Source) -> None:
     used = {
         ("policy", "approval"): bool(fleet.policy.approval),
         ("policy", "windows"): fleet.policy.windows != Windows(),
-        ("notify",): bool(fleet.webhooks),
     }
     for key, what in UNSUPPORTED_YET.items():
         if used[key]:

@@ -32,6 +32,7 @@ from wavegate.errors import (
 )
 from wavegate.fleet import Fleet
 from wavegate.ledger import Record, Status
+from wavegate.notify import Notifier
 from wavegate.report import RunReport
 from wavegate.rollout import Decision, Ending, Observed, State
 
@@ -55,9 +56,10 @@ class Target:
 
 class Runner:
     def __init__(self, *, fleet: Fleet, targets: Mapping[str, Target], run_id: str, by: str,
-                 clock: Clock, report: RunReport) -> None:
+                 clock: Clock, report: RunReport, notifier: Notifier | None = None) -> None:
         self.fleet, self.targets, self.run_id, self.by = fleet, targets, run_id, by
         self.clock, self.report = clock, report
+        self.notifier = notifier or Notifier([], run_id=run_id, app=report.app, version=None)
         self.plan = rollout.Plan(fleet.waves, fleet.policy)
         self.seen = Observed.start(fleet.waves)
         self.records: dict[str, Record] = {}
@@ -73,11 +75,14 @@ class Runner:
 
     def run(self) -> Ending:
         log.info("run.started", run_id=self.run_id, app=self._app, version=self._version)
+        self.notifier.send("run.started", f"rolling out to {len(self.targets)} clusters in "
+                           f"{len(self.fleet.waves)} waves")
         with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
             ending = self._loop(pool)
         if ending is Ending.INTERRUPTED:
             self._mark_interrupted()
         log.info("run.finished", run_id=self.run_id, outcome=ending.value)
+        self.notifier.send("run.finished", f"run {ending.value}", outcome=ending.value)
         return ending
 
     def _loop(self, pool: ThreadPoolExecutor) -> Ending:
@@ -199,11 +204,15 @@ class Runner:
         with self._guard:
             self.seen = rollout.with_wave_verified(self.seen, wave)
         log.info("wave.verified", run_id=self.run_id, wave=wave_name)
+        self.notifier.send("wave.verified", f"wave {wave_name} verified "
+                           f"({', '.join(wave.clusters)})", wave=wave_name)
 
     # --- failure -----------------------------------------------------------------------------
 
     def _fail(self, name: str, reason: str) -> None:
         log.error("cluster.failed", run_id=self.run_id, cluster=name, reason=reason)
+        self.notifier.send("check.failed", f"{name} failed: {reason}", cluster=name,
+                           detail=reason)
         self._set_state(name, State.FAILED, reason)
         if name in self.records:
             try:
@@ -219,6 +228,9 @@ class Runner:
             list(pool.map(lambda name: self._restore(name, reason), group))
         with self._guard:
             self.seen = _replace(self.seen, rollback_done=True)
+        states = {name: self.seen.clusters[name].state.value for group in groups for name in group}
+        self.notifier.send("rollback.done", "rollback: " + ", ".join(
+            f"{name} {state}" for name, state in states.items()), clusters=states)
 
     def _restore(self, name: str, reason: str) -> None:
         driver = self.targets[name].driver

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from wavegate import drivers
+from wavegate import drivers, junit, summary
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError, InputError
 from wavegate.fleet import Fleet
@@ -75,11 +75,15 @@ def journal_path(run_id: str) -> Path:
     return RUNS_DIR / f"{run_id}.json"
 
 
-def save(report: RunReport, extra: Path | None) -> None:
-    """The journal always; the user's --report file when asked for."""
+def save(report: RunReport, extra: Path | None, junit_path: Path | None = None) -> None:
+    """The journal always; --report and --junit when asked; the CI step summary when set."""
     report.write(journal_path(report.run_id))
     if extra is not None:
         report.write(extra)
+    data = report.to_json()
+    if junit_path is not None:
+        junit.write(data, junit_path)
+    summary.append_to_step_summary(data)
 
 
 @contextlib.contextmanager

@@ -159,3 +159,104 @@ def test_no_token_appears_in_any_output(local_fleet: LocalFleet, tmp_path: Path)
     assert len(texts) > 20
     for token in TOKENS.values():
         assert not any(token in text for text in texts), f"a token leaked: {token[:8]}..."
+
+
+def test_a_leak_through_search_is_stopped_by_a_checks_file_written_for_it(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    variant = local_fleet.app_variant("searchable", configmap_extra=FAULTY)
+    checks = variant / "checks.yaml"
+    checks.write_text(checks.read_text() + """
+  - name: search shows only member spaces
+    as: alice
+    request: GET /api/search?q=space
+    expect: {status: 200, json_ids: {path: "$.spaces[*].id", subset_of: [space-eng]}}
+""")
+    result = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=search", "--set",
+                                "fault=")
+    assert result.code == 1, result.stderr
+    assert "search shows only member spaces" in result.stdout
+    assert ever_ran(local_fleet, "1.1.0") == {"prod-0"}
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_ci_outputs_junit_and_step_summary_name_the_failure(
+        local_fleet: LocalFleet, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    summary_file = tmp_path / "summary.md"
+    local_fleet.env["GITHUB_STEP_SUMMARY"] = str(summary_file)
+    junit_file = tmp_path / "junit.xml"
+    assert local_fleet.deploy("library-app", "2.0.0", "--junit", str(junit_file)).code == 1
+    suites = ET.parse(junit_file).getroot()
+    canary = next(s for s in suites if s.get("name", "").startswith("prod-0"))
+    failures = [case.find("failure") for case in canary if case.find("failure") is not None]
+    assert failures and int(suites.get("failures", "0")) == len(failures)
+    assert any("as alice" in (f.get("message") or "") and "-> 200" in (f.get("message") or "")
+               and f.get("type") == "security" for f in failures)
+    skipped = [s for s in suites if s.find("testcase/skipped") is not None]
+    assert len(skipped) == 5  # prod-1..5 were never reached
+    summary = summary_file.read_text()
+    assert "rolled-back" in summary and "| prod-0 |" in summary
+    assert not any(token in summary + junit_file.read_text() for token in TOKENS.values())
+
+
+class _Receiver:
+    """A webhook receiver on loopback that records what it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _with_webhook(fleet: LocalFleet, url: str) -> None:
+    fleet.fleet_file.write_text(fleet.fleet_file.read_text()
+                                + "notify:\n  webhooks: [{url_env: WAVEGATE_WEBHOOK}]\n")
+    fleet.env["WAVEGATE_WEBHOOK"] = url
+
+
+def test_webhooks_tell_the_story_in_order(local_fleet: LocalFleet) -> None:
+    receiver = _Receiver()
+    try:
+        assert local_fleet.deploy("library-app", "1.0.0").code == 0
+        _with_webhook(local_fleet, receiver.url)
+        assert local_fleet.deploy("library-app", "2.0.0").code == 1
+    finally:
+        receiver.close()
+    events = [payload["event"] for payload in receiver.received]
+    assert events == ["run.started", "check.failed", "rollback.done", "run.finished"]
+    assert all(payload["text"].startswith("wavegate library-app 2.0.0") for payload in
+               receiver.received)
+    assert "prod-0" in receiver.received[1]["text"]
+
+
+def test_a_dead_webhook_receiver_harms_nothing(local_fleet: LocalFleet) -> None:
+    receiver = _Receiver()
+    receiver.close()  # nothing listens there any more
+    _with_webhook(local_fleet, receiver.url)
+    started = time.monotonic()
+    result = local_fleet.deploy("library-app", "1.0.0")
+    assert result.code == 0, result.stderr
+    assert time.monotonic() - started < 60
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}

@@ -164,9 +164,9 @@ BROKEN = [
         "policy.windows", "deploy windows are not supported by this wavegate yet",
         id="windows-refused"),
     pytest.param(
-        [("  check_interval: 30s\n", "  check_interval: 30s\nnotify:  # <-\n"
-          "  webhooks: [{url_env: WAVEGATE_WEBHOOK}]\n")],
-        "notify", "notifications are not supported by this wavegate yet", id="notify-refused"),
+        [("  check_interval: 30s\n", "  check_interval: 30s\nnotify:\n"
+          "  webhooks: [{url: 'https://hooks.example/x'}]  # <-\n")],
+        "notify.webhooks[0].url", "unknown field", id="webhook-url-inline-refused"),
     pytest.param(
         [("  check_interval: 30s\n", "  check_interval: 30s\n  windows:\n    allow:\n"
           "      - 'Someday 08:00-16:00 Europe/Amsterdam'  # <-\n")],
