@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,13 +22,14 @@ import structlog
 
 from wavegate import app as apps
 from wavegate import deploy as deploys
-from wavegate import durations, fleetctl, livecheck, logs, runs
+from wavegate import durations, fleetctl, journal, livecheck, logs, runs
 from wavegate import fleet as fleets
 from wavegate import plan as plans
 from wavegate import rollback as rollbacks
 from wavegate import status as statuses
 from wavegate.clock import SystemClock
 from wavegate.errors import EXIT_NEEDS_HUMAN, InputError, WavegateError
+from wavegate.runner import Options
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger(__name__)
@@ -102,16 +106,24 @@ def plan(app_name: str, version: str, fleet_path: Path | None, overrides: tuple[
               help="Write the run report (JSON) here, whatever the outcome.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path),
               help="Write a JUnit XML file (one testcase per cluster and check).")
+@click.option("--ignore-windows", is_flag=True, help="Deploy outside the deploy windows.")
+@click.option("--reason", help="Why the windows are ignored (required with --ignore-windows).")
 @click.pass_context
 @_fail_cleanly
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
            overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
-           report_path: Path | None, junit_path: Path | None) -> int:
+           report_path: Path | None, junit_path: Path | None, ignore_windows: bool,
+           reason: str | None) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
     run_id = runs.new_run_id()
     try:
+        if ignore_windows and not reason:
+            raise InputError("--ignore-windows needs --reason TEXT (it goes in the ledger)")
         fleet, app = _load_fleet(fleet_path), apps.resolve(app_name)
-        prepared = deploys.prepare(fleet, app, version, apps.parse_overrides(overrides))
+        values = apps.parse_overrides(overrides)
+        prepared = deploys.prepare(fleet, app, version, values)
+        deploys.check_windows(fleet, ignore_reason=reason if ignore_windows else None,
+                              at=datetime.now(UTC))
     except InputError as error:
         _input_error_report(report_path, run_id, app_name, version, error)
         raise
@@ -120,9 +132,69 @@ def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path
                    f"in {len(fleet.waves)} waves; nothing was touched")
         return 0
     report = deploys.new_report(fleet, app, version, run_id)
+    approved = frozenset(w.name for w in fleet.waves) if auto_approve else frozenset()
+    ignored = reason if ignore_windows else None
+    deploys.start_journal(report, journal.Inputs(
+        fleet=str(fleet.path.resolve()), app=str(app.path.resolve()), version=version,
+        overrides=values, auto_approve=auto_approve, ignore_windows=ignored, pid=os.getpid()))
+    options = Options(approved=approved, ignore_windows=ignored)
     return _run_with_report(context, report, report_path, lambda: deploys.run(
-        fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report),
-        junit_path=junit_path)
+        fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report,
+        options=options), junit_path=junit_path)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--app", "app_name", help="With no RUN_ID: the newest unfinished run of APP.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path))
+@click.pass_context
+@_fail_cleanly
+def resume(context: click.Context, run_id: str | None, app_name: str | None,
+           report_path: Path | None) -> int:
+    """Continue, or unwind, an interrupted run (default: the newest unfinished one)."""
+    return _resume(context, run_id or journal.newest_unfinished(app_name), report_path)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_context
+@_fail_cleanly
+def promote(context: click.Context, run_id: str) -> int:
+    """Open the approval gate a paused run waits at, and continue it."""
+    return _resume(context, run_id, None, promote=True)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_context
+@_fail_cleanly
+def abort(context: click.Context, run_id: str) -> int:
+    """Stop a run (running or paused) and apply its failure policy."""
+    data, inputs = journal.read(run_id)
+    if data.get("outcome") not in journal.UNFINISHED:
+        raise InputError(f"run {run_id} already finished ({data.get('outcome')})")
+    if journal.alive(inputs.pid):
+        os.kill(inputs.pid, signal.SIGUSR1)
+        click.echo(f"asked run {run_id} (pid {inputs.pid}) to abort; it rolls back and ends")
+        return 0
+    return _resume(context, run_id, None, abort=True)
+
+
+def _resume(context: click.Context, run_id: str, report_path: Path | None, *,
+            promote: bool = False, abort: bool = False) -> int:
+    holder: dict[str, Any] = {}
+
+    def action() -> int:
+        report, code = deploys.resume(run_id, by=runs.actor(), clock=SystemClock(),
+                                      promote=promote, abort=abort)
+        holder["report"] = report
+        return code
+
+    from wavegate.report import RunReport
+
+    placeholder = RunReport(run_id=run_id, app="", version=None, command="resume")
+    return _run_with_report(context, placeholder, report_path, action, live=False,
+                            final=lambda: holder.get("report", placeholder))
 
 
 @main.command()
@@ -204,10 +276,11 @@ def _drivers(fleet: fleets.Fleet, names: list[str] | None = None) -> dict[str, A
 
 
 def _run_with_report(context: click.Context, report: Any, report_path: Path | None,
-                     action: Callable[[], int], junit_path: Path | None = None) -> int:
+                     action: Callable[[], int], junit_path: Path | None = None, *,
+                     live: bool = True, final: Callable[[], Any] | None = None) -> int:
     from wavegate.display import LiveTable
 
-    interactive = context.obj["interactive"]
+    interactive = context.obj["interactive"] and live
     if interactive:
         logs.quiet()
     try:
@@ -217,10 +290,12 @@ def _run_with_report(context: click.Context, report: Any, report_path: Path | No
         else:
             code = action()
     except WavegateError as error:
+        report = final() if final else report
         if report.exit_code is None:
             report.finish(outcome="error", exit_code=error.exit_code, message=str(error))
         runs.save(report, report_path, junit_path)
         raise
+    report = final() if final else report
     runs.save(report, report_path, junit_path)
     click.echo(f"{report.outcome}: {report.message}" if report.message else report.outcome)
     return code

@@ -7,20 +7,25 @@ none), and the `Runner` rolls the waves out.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 
-from wavegate import checks, credentials, drivers, notify
+from wavegate import checks, credentials, drivers, journal, notify, windows
+from wavegate import resume as rebuild
 from wavegate.app import CHECKS_FILE, App
 from wavegate.clock import Clock
 from wavegate.drivers.local import secret_objects
-from wavegate.errors import EXIT_LOCKED, LockHeld
+from wavegate.errors import EXIT_LOCKED, InputError, LockHeld
 from wavegate.fleet import Fleet
+from wavegate.fleet import load as load_fleet
 from wavegate.locks import Locks
 from wavegate.notify import Notifier
 from wavegate.report import RunReport
 from wavegate.rollout import Ending
-from wavegate.runner import EXIT_CODES, Runner, Target
+from wavegate.runner import EXIT_CODES, Options, Runner, Target
 from wavegate.runs import connect, stop_on_signals
 
 
@@ -53,29 +58,56 @@ def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
     return report
 
 
+def check_windows(fleet: Fleet, *, ignore_reason: str | None, at: datetime) -> None:
+    """A deploy does not start outside its windows, unless told why it must (exit 2)."""
+    allow, freeze = fleet.policy.windows.allow, fleet.policy.windows.freeze
+    if ignore_reason is not None or windows.allows(allow, freeze, at):
+        return
+    opening = windows.next_opening(allow, freeze, at)
+    when = opening.isoformat(timespec="minutes") if opening else "not within 60 days"
+    raise InputError(f"outside the deploy windows (next allowed: {when}); to deploy anyway "
+                     "use --ignore-windows --reason TEXT", file=fleet.path,
+                     field="policy.windows")
+
+
 def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
-        report: RunReport) -> int:
+        report: RunReport, options: Options | None = None) -> int:
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
     live = connect({name: target.driver for name, target in targets.items()})
     notifier = Notifier(list(prepared.webhooks), run_id=run_id, app=report.app,
                         version=report.version)
     runner = Runner(fleet=fleet, targets=targets, run_id=run_id, by=by, clock=clock,
-                    report=report, notifier=notifier)
+                    report=report, notifier=notifier, options=options)
     app = next(iter(targets.values())).release.app
     try:
         with Locks(live, app=app, holder=run_id,
-                   on_lost=lambda error: runner.stop(Ending.PREEMPTED)), \
-                stop_on_signals(lambda: runner.stop(Ending.INTERRUPTED)):
+                   on_lost=lambda error: runner.stop(Ending.PREEMPTED)) as locks, \
+                stop_on_signals(lambda: runner.stop(Ending.INTERRUPTED),
+                                abort=lambda: runner.stop(Ending.ABORTED)):
             ending = runner.run()
+            # A paused run keeps its locks: only its promote, resume, abort, or an emergency
+            # rollback may take them, never another plain deploy.
+            locks.keep = ending is Ending.PAUSED
     except LockHeld as error:
         report.finish(outcome="locked", exit_code=EXIT_LOCKED, message=str(error))
         raise
     finally:
         notifier.close()
     code = EXIT_CODES[ending]
-    report.finish(outcome=ending.value, exit_code=code, message=_summary(report, ending))
+    message = _summary(report, ending)
+    if ending is Ending.PAUSED:
+        message = _paused(report, runner.paused_at, fleet)
+        if report.inputs is not None:
+            report.inputs["paused_at"] = runner.paused_at
+    report.finish(outcome=ending.value, exit_code=code, message=message)
     return code
+
+
+def _paused(report: RunReport, wave: str | None, fleet: Fleet) -> str:
+    why = "approval gate" if wave in fleet.policy.approval else "outside the deploy windows"
+    return (f"paused before wave {wave} ({why}); continue with `wavegate promote "
+            f"{report.run_id}`, stop with `wavegate abort {report.run_id}`")
 
 
 def _summary(report: RunReport, ending: Ending) -> str:
@@ -85,3 +117,39 @@ def _summary(report: RunReport, ending: Ending) -> str:
                                                                  "rollback-failed", "failed")]
     return "; ".join(f"{e.cluster}: {e.detail}" for e in failed if e.detail) or ending.value
 
+
+
+def start_journal(report: RunReport, inputs: journal.Inputs) -> None:
+    """Keep the journal current as the run goes, so even a SIGKILL leaves it behind."""
+    report.inputs = journal.as_dict(inputs)
+    report.listen(lambda changed: changed.write(journal.path(changed.run_id)))
+    report.write(journal.path(report.run_id))
+
+
+def resume(run_id: str, *, by: str, clock: Clock, promote: bool = False,
+           abort: bool = False) -> tuple[RunReport, int]:
+    """Pick up run `run_id` where its ledgers say it stands; its report and exit code."""
+    data, inputs = journal.read(run_id)
+    if promote and data.get("outcome") != "paused":
+        raise InputError(f"run {run_id} is not paused at a gate (it is "
+                         f"{data.get('outcome') or 'running'}); use `wavegate resume`")
+    fleet = load_fleet(Path(inputs.fleet))
+    app = App.from_folder(Path(inputs.app))
+    prepared = prepare(fleet, app, inputs.version, inputs.overrides)
+    live = connect({name: target.driver for name, target in prepared.targets.items()})
+    records = {name: driver.records(app.name) for name, driver in live.items()}
+    seen, revisions = rebuild.observed_from_ledgers(fleet.waves, records, run_id)
+    approved = set(inputs.approved) | ({inputs.paused_at} if promote and inputs.paused_at
+                                       else set())
+    if inputs.auto_approve:
+        approved |= {wave.name for wave in fleet.waves}
+    report = new_report(fleet, app, inputs.version, run_id)
+    for name, status in seen.clusters.items():
+        report.update(name, state=status.state.value, detail=status.reason)
+    start_journal(report, replace(inputs, approved=tuple(sorted(approved)), pid=os.getpid(),
+                                  paused_at=None))
+    options = Options(approved=frozenset(approved), ignore_windows=inputs.ignore_windows,
+                      resume_from=replace(seen, stop=Ending.ABORTED) if abort else seen,
+                      records=revisions)
+    return report, run(fleet, prepared, run_id=run_id, by=by, clock=clock, report=report,
+                       options=options)

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 
 def write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    temporary.replace(path)
+    # A unique temporary per writer (threads of one process write the same files).
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(handle, mode)
+    with os.fdopen(handle, "w") as output:
+        json.dump(data, output, indent=1, sort_keys=True)
+    os.replace(temporary, path)
 
 
 def read_json(path: Path) -> Any:

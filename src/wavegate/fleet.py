@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from wavegate import schema, windows
-from wavegate.errors import InputError
 from wavegate.yamlsource import FieldPath, Source
 from wavegate.yamlsource import load as load_yaml
 
@@ -125,7 +124,6 @@ def load(path: Path) -> Fleet:
         webhooks=_webhooks(root.get("notify", {}), source),
     )
     _require_local_section(fleet, source)
-    _refuse_unsupported(fleet, source)
     return fleet
 
 
@@ -362,21 +360,3 @@ def _require_local_section(fleet: Fleet, source: Source) -> None:
     if local and fleet.local is None:
         raise source.error((), f"cluster(s) {', '.join(local)} use the local driver, which "
                                "needs a 'local:' section with 'images'")
-
-
-UNSUPPORTED_YET = {
-    ("policy", "approval"): "approval gates",
-    ("policy", "windows"): "deploy windows",
-}
-
-
-def _refuse_unsupported(fleet: Fleet, source: Source) -> None:
-    """Keys whose behaviour is not built yet: refuse rather than silently ignore them."""
-    used = {
-        ("policy", "approval"): bool(fleet.policy.approval),
-        ("policy", "windows"): fleet.policy.windows != Windows(),
-    }
-    for key, what in UNSUPPORTED_YET.items():
-        if used[key]:
-            raise InputError(f"{what} are not supported by this wavegate yet; remove the key",
-                             file=source.file, line=source.line(key), field=".".join(key))

@@ -27,6 +27,7 @@ class Locks:
         self.drivers, self.app, self.holder, self.ttl = drivers, app, holder, ttl
         self.force, self.on_lost = force, on_lost
         self._held: list[str] = []
+        self.keep = False  # leave the leases in place on exit (a paused run)
         self._stopped = threading.Event()
         self._renewer = threading.Thread(target=self._renew_until_stopped, daemon=True,
                                          name="lock-renewal")
@@ -47,7 +48,8 @@ class Locks:
         self._stopped.set()
         if self._renewer.is_alive():
             self._renewer.join()
-        self.release()
+        if not self.keep:
+            self.release()
 
     def release(self) -> None:
         for name in self._held:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ class RunReport:
     exit_code: int | None = None
     message: str | None = None
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None  # what resume needs (journal.Inputs), never secrets
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -69,21 +71,25 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
-            data = {
+            data: dict[str, Any] = {
                 "run_id": self.run_id, "app": self.app, "version": self.version,
                 "command": self.command, "outcome": self.outcome, "exit_code": self.exit_code,
                 "message": self.message, "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "clusters": [asdict(entry) for entry in self.clusters.values()],
             }
+            if self.inputs is not None:
+                data["inputs"] = dict(self.inputs)
         scrubbed: dict[str, Any] = redact.scrub_data(data)
         return scrubbed
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        temporary.replace(path)
+        # A unique temporary per writer: several threads of one run report at once.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as output:
+            output.write(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(temporary, path)
 
     def _notify(self) -> None:
         for listener in self._listeners:

@@ -34,7 +34,6 @@ class State(StrEnum):
 
 
 IN_FLIGHT = frozenset({State.APPLYING, State.ROLLING_OUT, State.VERIFYING, State.ROLLING_BACK})
-UNTOUCHED = frozenset({State.PENDING})
 
 
 class Ending(StrEnum):
@@ -43,6 +42,8 @@ class Ending(StrEnum):
     NEEDS_HUMAN = "needs-human"  # a rollback failed, or the policy is halt
     INTERRUPTED = "interrupted"  # stopped by a signal at a safe point
     PREEMPTED = "preempted"      # an emergency rollback took the lock
+    PAUSED = "paused"            # at an approval gate or outside the deploy windows
+    ABORTED = "aborted"          # `wavegate abort`: treated as a failure of the whole run
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ClusterStatus:
     consecutive_errors: int = 0
     last_check_at: float | None = None
     reason: str | None = None
+    changed: bool = False  # this run has written to the cluster (it must be rolled back too)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Observed:
     watch_started: float | None = None
     rollback_done: bool = False
     stop: Ending | None = None  # set by a signal (INTERRUPTED) or a lost lock (PREEMPTED)
+    window_open: bool = True  # inside the deploy windows (or told to ignore them)
 
     @classmethod
     def start(cls, waves: tuple[Wave, ...]) -> Observed:
@@ -75,6 +78,8 @@ class Decision:
     start_watch: bool = False
     rollback: tuple[tuple[str, ...], ...] = ()
     finish: Ending | None = None
+    paused_at: str | None = None  # the wave a PAUSED run would start next
+    abort: bool = False  # fail every cluster the run changed, then apply the failure policy
     wake_at: float | None = None  # look again then, or when a task reports
 
 
@@ -82,6 +87,7 @@ class Decision:
 class Plan:
     waves: tuple[Wave, ...]
     policy: Policy
+    approved: frozenset[str] = frozenset()  # gated waves that may start (--auto-approve: all)
 
 
 def decide(plan: Plan, seen: Observed, now: float) -> Decision:
@@ -90,6 +96,8 @@ def decide(plan: Plan, seen: Observed, now: float) -> Decision:
         return Decision()  # let running steps reach a safe point first
     if seen.stop is Ending.PREEMPTED:
         return Decision(finish=seen.stop)  # whoever took the lock owns the clusters now
+    if seen.stop is Ending.ABORTED:
+        return Decision(abort=True)
     if _failed(seen):
         return _on_failure(plan, seen)  # an interrupt does not skip a rollback already due
     if seen.stop is not None:
@@ -102,6 +110,10 @@ def decide(plan: Plan, seen: Observed, now: float) -> Decision:
 
 def _advance(plan: Plan, wave: Wave, seen: Observed, now: float) -> Decision:
     states = [seen.clusters[name].state for name in wave.clusters]
+    if all(state is State.PENDING for state in states):
+        gated = wave.name in plan.policy.approval and wave.name not in plan.approved
+        if gated or not seen.window_open:
+            return Decision(finish=Ending.PAUSED, paused_at=wave.name)
     if not all(state in (State.BAKING, State.VERIFIED) for state in states):
         busy = sum(1 for state in states if state in IN_FLIGHT)
         pending = [n for n in wave.clusters if seen.clusters[n].state is State.PENDING]
@@ -178,12 +190,15 @@ def rollback_order(plan: Plan, seen: Observed) -> tuple[tuple[str, ...], ...]:
     failed = [n for n, s in seen.clusters.items() if s.state is State.FAILED]
     if plan.policy.on_failure == "rollback-failed":
         return (tuple(failed),)
-    changed = [w for w in reversed(plan.waves)
-               if any(seen.clusters[n].state not in UNTOUCHED for n in w.clusters)]
+    def due(name: str) -> bool:
+        status = seen.clusters[name]
+        touched = status.changed or status.state is not State.PENDING
+        return touched and status.state is not State.ROLLED_BACK
+
+    changed = [w for w in reversed(plan.waves) if any(due(n) for n in w.clusters)]
     # The failing wave first (during a watch it need not be the newest), then the rest.
     changed.sort(key=lambda w: not any(n in failed for n in w.clusters))
-    return tuple(tuple(n for n in w.clusters if seen.clusters[n].state not in UNTOUCHED)
-                 for w in changed)
+    return tuple(tuple(n for n in w.clusters if due(n)) for w in changed)
 
 
 def _ending_after_failure(plan: Plan, seen: Observed) -> Ending:
@@ -205,8 +220,9 @@ def _all(seen: Observed, clusters: tuple[str, ...], state: State) -> bool:
 # Folding observations back in: small pure updates the runner applies.
 
 def with_state(seen: Observed, cluster: str, state: State, reason: str | None = None) -> Observed:
-    status = dataclasses.replace(seen.clusters[cluster], state=state,
-                                 reason=reason or seen.clusters[cluster].reason)
+    current = seen.clusters[cluster]
+    status = dataclasses.replace(current, state=state, reason=reason or current.reason,
+                                 changed=current.changed or state is not State.PENDING)
     return dataclasses.replace(seen, clusters={**seen.clusters, cluster: status})
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from wavegate import ledger, ledgerio, restore, rollout, verify
+from wavegate import ledger, ledgerio, restore, rollout, verify, windows
 from wavegate.app import Release
 from wavegate.checks import Suite
 from wavegate.clock import Clock
@@ -26,6 +27,7 @@ from wavegate.errors import (
     EXIT_LOCKED,
     EXIT_NEEDS_HUMAN,
     EXIT_OK,
+    EXIT_PAUSED,
     EXIT_ROLLED_BACK,
     DriverError,
     Preempted,
@@ -40,7 +42,8 @@ log = structlog.get_logger(__name__)
 
 EXIT_CODES = {Ending.SUCCEEDED: EXIT_OK, Ending.ROLLED_BACK: EXIT_ROLLED_BACK,
               Ending.NEEDS_HUMAN: EXIT_NEEDS_HUMAN, Ending.INTERRUPTED: EXIT_NEEDS_HUMAN,
-              Ending.PREEMPTED: EXIT_LOCKED}
+              Ending.PREEMPTED: EXIT_LOCKED, Ending.PAUSED: EXIT_PAUSED,
+              Ending.ABORTED: EXIT_ROLLED_BACK}
 _POLL = 0.2  # how often a waiting loop looks at the stop flag
 
 
@@ -54,17 +57,31 @@ class Target:
     tokens: Mapping[str, str | None]
 
 
+@dataclass(frozen=True)
+class Options:
+    """How this run may proceed: gates it may pass, windows it may ignore, where it resumes."""
+
+    approved: frozenset[str] = frozenset()  # every wave when --auto-approve
+    ignore_windows: str | None = None  # the reason, recorded in the ledger
+    resume_from: Observed | None = None
+    records: Mapping[str, Record] = dataclasses.field(default_factory=dict)
+    wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
 class Runner:
     def __init__(self, *, fleet: Fleet, targets: Mapping[str, Target], run_id: str, by: str,
-                 clock: Clock, report: RunReport, notifier: Notifier | None = None) -> None:
+                 clock: Clock, report: RunReport, notifier: Notifier | None = None,
+                 options: Options | None = None) -> None:
         self.fleet, self.targets, self.run_id, self.by = fleet, targets, run_id, by
         self.clock, self.report = clock, report
         self.notifier = notifier or Notifier([], run_id=run_id, app=report.app, version=None)
-        self.plan = rollout.Plan(fleet.waves, fleet.policy)
-        self.seen = Observed.start(fleet.waves)
-        self.records: dict[str, Record] = {}
+        self.options = options or Options()
+        self.plan = rollout.Plan(fleet.waves, fleet.policy, self.options.approved)
+        self.seen = self.options.resume_from or Observed.start(fleet.waves)
+        self.records: dict[str, Record] = dict(self.options.records)
+        self.paused_at: str | None = None
         self._guard = threading.Lock()
-        self._stop: Ending | None = None
+        self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
 
     def stop(self, why: Ending) -> None:
@@ -89,10 +106,15 @@ class Runner:
         running: dict[Future[None], str] = {}
         while True:
             with self._guard:
-                self.seen = _with_stop(self.seen, self._stop)
+                self.seen = _replace(_with_stop(self.seen, self._stop),
+                                     window_open=self._window_open())
                 decision = rollout.decide(self.plan, self.seen, self.clock.now())
             if decision.finish is not None:
+                self.paused_at = decision.paused_at
                 return decision.finish
+            if decision.abort:
+                self._abort()
+                continue
             self._act(decision, pool, running)
             self._wait(decision, running)
 
@@ -113,6 +135,21 @@ class Runner:
                 self.seen = _replace(self.seen, watch_started=self.clock.now())
         if decision.rollback:
             self._roll_back(decision.rollback, pool)
+
+    def _window_open(self) -> bool:
+        open_at = self.fleet.policy.windows
+        return self.options.ignore_windows is not None or windows.allows(
+            open_at.allow, open_at.freeze, self.options.wall())
+
+    def _abort(self) -> None:
+        """`wavegate abort`: everything this run changed counts as failed."""
+        with self._guard:
+            self._stop = None
+            doomed = [name for name, status in self.seen.clusters.items()
+                      if (status.changed or status.state is not State.PENDING)
+                      and status.state not in (State.FAILED, State.ROLLED_BACK)]
+        for name in doomed:
+            self._fail(name, "run aborted")
 
     def _wait(self, decision: Decision, running: dict[Future[None], str]) -> None:
         if running:
@@ -146,9 +183,18 @@ class Runner:
 
     def _apply(self, name: str, target: Target) -> None:
         driver, release = target.driver, target.release
-        previous = ledger.live(driver.records(release.app))
+        records = driver.records(release.app)
+        resumed = self.records.get(name)
+        previous = ledger.live([r for r in records if resumed is None
+                                or r.revision != resumed.revision])
         self.report.update(name, from_version=previous.version if previous else None)
-        record = ledgerio.open_revision(driver, release, run_id=self.run_id, by=self.by)
+        if resumed is not None and resumed.status in (Status.APPLYING, Status.INTERRUPTED):
+            record = ledgerio.mark(driver, release.app, resumed.revision, holder=self.run_id,
+                                   status=Status.APPLYING)  # a resumed run redoes this step
+        else:
+            note = self.options.ignore_windows
+            record = ledgerio.open_revision(driver, release, run_id=self.run_id, by=self.by,
+                                            reason=f"windows ignored: {note}" if note else None)
         self.records[name] = record
         self.report.update(name, revision=record.revision)
         log.info("cluster.applying", run_id=self.run_id, cluster=name,

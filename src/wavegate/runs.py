@@ -87,12 +87,15 @@ def save(report: RunReport, extra: Path | None, junit_path: Path | None = None) 
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM (a CI runner cancelling the job) ask the run to stop at a safe point."""
+def stop_on_signals(stop: Callable[[], None],
+                    abort: Callable[[], None] | None = None) -> Iterator[None]:
+    """SIGINT and SIGTERM (a CI runner cancelling the job) ask the run to stop at a safe point;
+    SIGUSR1 (sent by `wavegate abort`) asks it to fail and apply its failure policy."""
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop()
+        (abort if signum == signal.SIGUSR1 and abort else stop)()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if abort else [])
+    previous = {sig: signal.signal(sig, handler) for sig in wanted}
     try:
         yield
     finally:

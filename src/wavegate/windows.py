@@ -1,14 +1,15 @@
 """Deploy windows: when a deploy may start (`allow`) and when it must not (`freeze`).
 
-Parsing only, for now: the fleet file is validated so a typo is caught early; honouring the
-windows while a run goes is the operations work that follows.
+Pure: parsing, "is this moment allowed", and "when is the next allowed moment". Freeze dates
+are read in the time zone of the first allow window (UTC when there is none), the zone the
+release team thinks in. A rollback is never held by a window; that is the callers' rule.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -23,7 +24,7 @@ class Allow:
     weekdays: frozenset[int]
     start: time
     end: time
-    zone: ZoneInfo
+    zone: tzinfo
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,33 @@ def _time(text: str) -> time:
         return time.fromisoformat(text)
     except ValueError:
         raise ValueError(f"invalid time {text!r}") from None
+
+
+def allows(allow: tuple[Allow, ...], freeze: tuple[Freeze, ...], at: datetime) -> bool:
+    zone: tzinfo = allow[0].zone if allow else UTC
+    today = at.astimezone(zone).date()
+    if any(f.first <= today <= f.last for f in freeze):
+        return False
+    return not allow or any(_inside(window, at) for window in allow)
+
+
+def next_opening(allow: tuple[Allow, ...], freeze: tuple[Freeze, ...],
+                 at: datetime, *, horizon_days: int = 60) -> datetime | None:
+    """The first moment at or after `at` that `allows`, or None within the horizon."""
+    if allows(allow, freeze, at):
+        return at
+    candidates = []
+    for window in allow or (Allow(frozenset(range(7)), time(0), time(23, 59), UTC),):
+        local = at.astimezone(window.zone)
+        for day in range(horizon_days + 1):
+            start = datetime.combine(local.date() + timedelta(days=day), window.start,
+                                     tzinfo=window.zone)
+            if start >= at and allows(allow, freeze, start):
+                candidates.append(start)
+                break
+    return min(candidates, default=None)
+
+
+def _inside(window: Allow, at: datetime) -> bool:
+    local = at.astimezone(window.zone)
+    return local.weekday() in window.weekdays and window.start <= local.time() < window.end

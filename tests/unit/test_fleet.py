@@ -155,15 +155,6 @@ BROKEN = [
           "    - first\n    - nope  # <-\n")],
         "policy.approval[1]", "unknown wave 'nope'", id="approval-unknown-wave"),
     pytest.param(
-        [("  check_interval: 30s\n", "  check_interval: 30s\n  approval: [rest]  # <-\n")],
-        "policy.approval", "approval gates are not supported by this wavegate yet",
-        id="approval-refused"),
-    pytest.param(
-        [("  check_interval: 30s\n", "  check_interval: 30s\n  windows:  # <-\n"
-          "    allow: ['Mon-Thu 08:00-16:00 Europe/Amsterdam']\n")],
-        "policy.windows", "deploy windows are not supported by this wavegate yet",
-        id="windows-refused"),
-    pytest.param(
         [("  check_interval: 30s\n", "  check_interval: 30s\nnotify:\n"
           "  webhooks: [{url: 'https://hooks.example/x'}]  # <-\n")],
         "notify.webhooks[0].url", "unknown field", id="webhook-url-inline-refused"),

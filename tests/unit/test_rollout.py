@@ -192,7 +192,7 @@ def test_max_check_errors_one_fails_on_the_first_error() -> None:
 def test_with_round_changes_only_its_cluster() -> None:
     seen = observed(wave_states(REGIONS, BAKING, BAKING, BAKING))
     after = with_round(seen, "prod-3", FAIL, POLICY, 42.0, "leak")
-    assert after.clusters["prod-3"] == ClusterStatus(FAILED, 0, 42.0, "leak")
+    assert after.clusters["prod-3"] == ClusterStatus(FAILED, 0, 42.0, "leak", changed=True)
     assert after.clusters["prod-2"] == seen.clusters["prod-2"]
     assert seen.clusters["prod-3"].state is BAKING  # the input is not changed
 
@@ -452,6 +452,5 @@ def test_observed_start_lists_every_cluster_pending() -> None:
         {}, None, False, None)
 
 
-def test_in_flight_and_untouched_state_sets() -> None:
+def test_in_flight_state_set() -> None:
     assert {APPLYING, ROLLING_OUT, VERIFYING, ROLLING_BACK} == rollout.IN_FLIGHT
-    assert {P} == rollout.UNTOUCHED

@@ -1,0 +1,80 @@
+"""The local journal of a run: what `resume`, `promote` and `abort` need to pick it up.
+
+It sits beside the report in `.wavegate/runs/<run_id>.json` and is rewritten as the run
+goes, so even a SIGKILL leaves it. It holds inputs (fleet, app, version, overrides) and where
+the run paused, never secrets; the clusters' ledgers hold the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wavegate.errors import InputError
+from wavegate.report import RUNS_DIR
+
+UNFINISHED = (None, "paused", "interrupted")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    fleet: str
+    app: str
+    version: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    auto_approve: bool = False
+    ignore_windows: str | None = None  # the reason given, when windows are ignored
+    approved: tuple[str, ...] = ()
+    pid: int = 0
+    paused_at: str | None = None
+
+
+def path(run_id: str) -> Path:
+    return RUNS_DIR / f"{run_id}.json"
+
+
+def read(run_id: str) -> tuple[dict[str, Any], Inputs]:
+    try:
+        data = json.loads(path(run_id).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"no journal for run {run_id} here (looked in {RUNS_DIR})") from None
+    if "inputs" not in data:
+        raise InputError(f"run {run_id} cannot be resumed: its journal has no inputs "
+                         "(it was not a deploy)", file=path(run_id))
+    inputs = data["inputs"]
+    inputs["approved"] = tuple(inputs.get("approved", ()))
+    return data, Inputs(**inputs)
+
+
+def as_dict(inputs: Inputs) -> dict[str, Any]:
+    data = asdict(inputs)
+    data["approved"] = list(inputs.approved)
+    return data
+
+
+def newest_unfinished(app: str | None = None) -> str:
+    """The run id of the newest deploy that did not finish, of `app` if given."""
+    candidates = []
+    for file in RUNS_DIR.glob("*.json") if RUNS_DIR.is_dir() else []:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if "inputs" in data and data.get("outcome") in UNFINISHED and (
+                app is None or data.get("app") == app):
+            candidates.append((data["started_at"], data["run_id"]))
+    if not candidates:
+        raise InputError(f"no unfinished run{' of ' + app if app else ''} in {RUNS_DIR}")
+    return str(max(candidates)[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a running wavegate process (not a zombie, not a reused pid)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and b"wavegate" in cmdline
