@@ -359,11 +359,29 @@ def fleet() -> None:
     """The embedded local fleet: up, down, status."""
 
 
+kube_option = click.option("--kube", is_flag=True,
+                           help="Real Kubernetes control planes (the kube sandbox) instead.")
+dir_option = click.option("--dir", "sandbox_dir", type=click.Path(path_type=Path),
+                          default=Path(".wavegate/kube"), show_default=True,
+                          help="Where the kube sandbox keeps its state, kubeconfig, fleet.yaml.")
+
+
 @fleet.command("up")
 @fleet_option
+@kube_option
+@dir_option
 @_fail_cleanly
-def fleet_up(fleet_path: Path | None) -> int:
-    """Start the local fleet's clusters in the background; print their endpoints."""
+def fleet_up(fleet_path: Path | None, kube: bool, sandbox_dir: Path) -> int:
+    """Start the fleet's clusters in the background; print their endpoints."""
+    if kube:
+        from wavegate.sandbox import kubefleet
+
+        endpoints = kubefleet.up(_load_fleet(fleet_path), sandbox_dir)
+        for name, endpoint in endpoints.items():
+            click.echo(f"{name:<10} {endpoint}")
+        click.echo(f"kubeconfig: {sandbox_dir / 'kubeconfig'}\n"
+                   f"deploy with: wavegate deploy APP --version V -f {sandbox_dir / 'fleet.yaml'}")
+        return 0
     for row in fleetctl.up(_load_fleet(fleet_path)):
         click.echo(f"{row['cluster']:<10} {row['region']:<14} {row['endpoint']}")
     return 0
@@ -371,9 +389,17 @@ def fleet_up(fleet_path: Path | None) -> int:
 
 @fleet.command("down")
 @fleet_option
+@kube_option
+@dir_option
 @_fail_cleanly
-def fleet_down(fleet_path: Path | None) -> int:
-    """Stop every process the local fleet started."""
+def fleet_down(fleet_path: Path | None, kube: bool, sandbox_dir: Path) -> int:
+    """Stop every process the fleet started."""
+    if kube:
+        from wavegate.sandbox import kubefleet
+
+        kubefleet.down(sandbox_dir)
+        click.echo(f"stopped the kube sandbox in {sandbox_dir}")
+        return 0
     stopped = fleetctl.down(_load_fleet(fleet_path))
     click.echo(f"stopped {', '.join(stopped)}")
     return 0

@@ -36,7 +36,7 @@ from typing import Any, TypedDict
 
 from wavegate.errors import EXIT_NEEDS_HUMAN, WavegateError
 
-__all__ = ["Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "up"]
+__all__ = ["Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "spawn", "up"]
 
 KUBE_VERSION = "v1.20.2"
 BINARIES = ("kube-apiserver", "kube-controller-manager")
@@ -184,6 +184,18 @@ def up(*, clusters: list[str], dir: Path, bin_dir: Path) -> Sandbox:
         admin_token=tokens.admin,
         deployer_token=tokens.deployer,
     )
+
+
+def spawn(dir: Path, name: str, argv: list[str]) -> int:
+    """Start ARGV detached beside the sandbox running in DIR, so that `down` stops it too.
+
+    For companions of the control planes (the kube fleet's node agents): the same session,
+    log file (DIR/logs/NAME.log) and PID-reuse-proof record in sandbox.json. Returns its PID.
+    """
+    layout = _Layout(dir.resolve())
+    if not layout.state.exists():
+        raise SandboxError(f"no sandbox runs in {layout.root}; start one with up")
+    return _spawn(layout, _load_state(layout), name, argv)["pid"]
 
 
 def down(dir: Path) -> None:
