@@ -87,11 +87,17 @@ class App:
                 if not isinstance(document, dict) or "kind" not in document:
                     raise source.error((), "expected a Kubernetes object with 'kind'")
                 manifests.append(_labelled(document, self.name, cluster.namespace))
-        checks_file = self.path / CHECKS_FILE
-        rendered_checks = templates.render(self.checks_source, variables, file=checks_file)
-        checks.load(rendered_checks, checks_file)  # fail on bad checks before touching anything
         return Release(app=self.name, version=version, manifests=tuple(manifests),
-                       checks=rendered_checks)
+                       checks=self.render_checks(cluster, version, overrides))
+
+    def render_checks(self, cluster: Cluster, version: str,
+                      overrides: Mapping[str, str] | None = None) -> str:
+        """checks.yaml for one cluster and version; validated before anything is touched."""
+        checks_file = self.path / CHECKS_FILE
+        variables = self.variables(cluster, version, overrides or {})
+        rendered = templates.render(self.checks_source, variables, file=checks_file)
+        checks.load(rendered, checks_file)
+        return rendered
 
 
 def resolve(name_or_path: str) -> App:

@@ -28,7 +28,7 @@ from wavegate import plan as plans
 from wavegate import rollback as rollbacks
 from wavegate import status as statuses
 from wavegate.clock import SystemClock
-from wavegate.errors import EXIT_NEEDS_HUMAN, InputError, WavegateError
+from wavegate.errors import EXIT_NEEDS_HUMAN, EXIT_ROLLED_BACK, InputError, WavegateError
 from wavegate.runner import Options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -316,23 +316,51 @@ def _input_error_report(path: Path | None, run_id: str, app: str, version: str,
 @click.argument("app_name", metavar="APP")
 @click.option("-c", "--cluster", "clusters", multiple=True, help="A cluster (repeatable).")
 @click.option("--every", "every", help="Keep checking at this interval (e.g. 5m).")
+@click.option("--rollback-on-fail", is_flag=True,
+              help="On a failed check, roll the release back on every cluster.")
 @fleet_option
 @output_option
+@click.pass_context
 @_fail_cleanly
-def check(app_name: str, clusters: tuple[str, ...], every: str | None,
-          fleet_path: Path | None, output: str) -> int:
+def check(context: click.Context, app_name: str, clusters: tuple[str, ...], every: str | None,
+          rollback_on_fail: bool, fleet_path: Path | None, output: str) -> int:
     """Run the live release's checks: once, or continuously with --every."""
     fleet = _load_fleet(fleet_path)
     names = runs.select_clusters(fleet, clusters)
     interval = _interval(every)
+    folder = _app_folder(app_name)
+    app = folder.name if folder else Path(app_name).name
     live = runs.connect(runs.drivers_for(fleet, names))
     while True:
-        rows = livecheck.check_all(Path(app_name).name, live, fleet.policy)
+        rows = livecheck.check_all(app, live, fleet.policy, folder)
         _print_checks(rows, output)
-        failed = any(row["outcome"] in ("fail", "error") for row in rows)
+        failed = [row for row in rows if row["outcome"] == "fail"]
+        if failed and rollback_on_fail:
+            return _rollback_after_check(context, fleet, app, failed)
         if interval is None:
-            return 1 if failed else 0
+            return 1 if any(row["outcome"] in ("fail", "error") for row in rows) else 0
         time.sleep(interval)
+
+
+def _app_folder(app_name: str) -> apps.App | None:
+    try:
+        return apps.resolve(app_name)
+    except InputError:
+        return None  # no folder here: judge with the checks stored in the ledger
+
+
+def _rollback_after_check(context: click.Context, fleet: fleets.Fleet, app: str,
+                          failed: list[dict[str, Any]]) -> int:
+    """The leak that sat on a cluster for three days, caught by the next check: roll back."""
+    reason = "; ".join(f"{row['cluster']}: {row['detail']}" for row in failed)
+    names = [cluster.name for cluster in fleet.clusters]
+    run_id = runs.new_run_id()
+    report = rollbacks.new_report(app, names, fleet, run_id, None)
+    code = _run_with_report(context, report, None, lambda: rollbacks.run(
+        fleet, runs.connect(runs.drivers_for(fleet, names)), app=app, to_version=None,
+        reason=f"check failed: {reason}", run_id=run_id, by=runs.actor(),
+        clock=SystemClock(), report=report))
+    return EXIT_ROLLED_BACK if code == 0 else code
 
 
 def _interval(every: str | None) -> float | None:
@@ -419,6 +447,17 @@ def fleet_status(fleet_path: Path | None, output: str) -> int:
         state = f"up    {row['endpoint']}" if row["running"] else "down"
         click.echo(f"{row['cluster']:<10} {row['region']:<14} {state}")
     return 0
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(wavegate completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # click ships all three
+    click.echo(completer(main, {}, "wavegate", "_WAVEGATE_COMPLETE").source())
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """`wavegate check`: the checks of the release live on each cluster, ad hoc or every N.
 
-Each cluster is judged with the checks stored with its live revision, the same contract that
-release was verified against.
+Each cluster is judged with the app folder's checks.yaml rendered for the version live there,
+so a check written today for a leak suspected today runs against what is out; without an app
+folder, with the checks stored with the live revision.
 """
 
 from __future__ import annotations
@@ -11,25 +12,32 @@ from pathlib import Path
 from typing import Any
 
 from wavegate import checks, credentials, ledger, verify
+from wavegate.app import CHECKS_FILE, App
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError
 from wavegate.fleet import Policy
 from wavegate.verdict import Outcome
 
 
-def check_all(app: str, live: dict[str, Driver], policy: Policy) -> list[dict[str, Any]]:
+def check_all(app: str, live: dict[str, Driver], policy: Policy,
+              folder: App | None = None) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=len(live) or 1) as pool:
-        return list(pool.map(lambda driver: _check(app, driver, policy), live.values()))
+        return list(pool.map(lambda driver: _check(app, driver, policy, folder),
+                             live.values()))
 
 
-def _check(app: str, driver: Driver, policy: Policy) -> dict[str, Any]:
+def _check(app: str, driver: Driver, policy: Policy, folder: App | None) -> dict[str, Any]:
     name = driver.cluster.name
     try:
         current = ledger.live(driver.records(app))
         if current is None:
             return {"cluster": name, "outcome": "none", "detail": f"{app} is not deployed"}
-        release = driver.stored_release(current)
-        suite = checks.load(release.checks, Path(f"{name}/revision-{current.revision}/checks"))
+        if folder is not None:
+            suite = checks.load(folder.render_checks(driver.cluster, current.version),
+                                folder.path / CHECKS_FILE)
+        else:
+            stored = driver.stored_release(current).checks
+            suite = checks.load(stored, Path(f"{name}/revision-{current.revision}/checks"))
         result = verify.run_round(driver.endpoint(), suite, credentials.resolve(suite),
                                   deadline=policy.check_timeout)
     except DriverError as error:

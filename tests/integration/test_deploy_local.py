@@ -260,3 +260,24 @@ def test_a_dead_webhook_receiver_harms_nothing(local_fleet: LocalFleet) -> None:
     assert result.code == 0, result.stderr
     assert time.monotonic() - started < 60
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_continuous_check_with_a_new_check_catches_a_live_leak_and_rolls_back(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    variant = local_fleet.app_variant("searchable", configmap_extra=FAULTY)
+    # The release leaks through search, and its checks do not look there: it goes out.
+    out = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=search", "--set", "fault=")
+    assert out.code == 0, out.stderr
+    checks = variant / "checks.yaml"
+    checks.write_text(checks.read_text() + """
+  - name: search shows only member spaces
+    as: alice
+    request: GET /api/search?q=space
+    expect: {status: 200, json_ids: {path: "$.spaces[*].id", subset_of: [space-eng]}}
+""")
+    caught = local_fleet.wavegate("check", str(variant), "--every", "1s", "--rollback-on-fail",
+                                  "-f", str(local_fleet.fleet_file))
+    assert caught.code == 1, caught.stderr
+    assert "search shows only member spaces" in caught.stdout
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
