@@ -13,12 +13,12 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from wavegate import ledger, ledgerio, restore, rollout, verify, windows
+from wavegate import durations, ledger, ledgerio, restore, rollout, verify, windows
 from wavegate.app import Release
 from wavegate.checks import Suite
 from wavegate.clock import Clock
@@ -98,6 +98,9 @@ class Runner:
             ending = self._loop(pool)
         if ending is Ending.INTERRUPTED:
             self._mark_interrupted()
+        if ending is Ending.SUCCEEDED:
+            for name in self.targets:
+                self.report.update(name, detail=None)  # "watching until" is over
         log.info("run.finished", run_id=self.run_id, outcome=ending.value)
         self.notifier.send("run.finished", f"run {ending.value}", outcome=ending.value)
         return ending
@@ -131,6 +134,9 @@ class Runner:
             self._wave_verified(decision.wave_verified, pool)
         if decision.start_watch:
             log.info("watch.started", run_id=self.run_id, seconds=self.fleet.policy.watch)
+            until = self.options.wall() + timedelta(seconds=self.fleet.policy.watch)
+            for name in self.targets:
+                self.report.update(name, detail=f"watching until {until:%H:%M:%S} UTC")
             with self._guard:
                 self.seen = _replace(self.seen, watch_started=self.clock.now())
         if decision.rollback:
@@ -218,8 +224,12 @@ class Runner:
     # --- bake and watch ----------------------------------------------------------------------
 
     def _start_bake(self, wave: str) -> None:
-        log.info("wave.baking", run_id=self.run_id, wave=wave,
-                 seconds=next(w.bake for w in self.fleet.waves if w.name == wave))
+        bake = next(w for w in self.fleet.waves if w.name == wave)
+        log.info("wave.baking", run_id=self.run_id, wave=wave, seconds=bake.bake)
+        until = self.options.wall() + timedelta(seconds=bake.bake)
+        for name in bake.clusters:  # progress for whoever watches the table
+            self.report.update(name, detail=f"baking until {until:%H:%M:%S} UTC, checks every "
+                                            f"{durations.format(self.fleet.policy.check_interval)}")
         with self._guard:
             self.seen = rollout.with_bake_started(self.seen, wave, self.clock.now())
 
@@ -244,7 +254,7 @@ class Runner:
 
         def verified(name: str) -> None:
             self._mark(name, status=Status.VERIFIED)
-            self.report.update(name, state=State.VERIFIED.value)
+            self.report.update(name, state=State.VERIFIED.value, detail=None)
 
         list(pool.map(verified, wave.clusters))
         with self._guard:
