@@ -39,7 +39,7 @@ class Prepared:
 
 def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) -> Prepared:
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
-        secret_objects(fleet.local, "check")  # every variable the local fleet needs is set
+        secret_objects(fleet.local, "check", fleet.path)  # every variable it needs is set
     targets = {}
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)

@@ -211,7 +211,8 @@ class LocalDriver:
                             holder=current.holder if current else None)
 
 
-def secret_objects(local: LocalFleet, namespace: str) -> list[Manifest]:
+def secret_objects(local: LocalFleet, namespace: str,
+                   fleet_file: Path | None = None) -> list[Manifest]:
     """The fleet's out-of-band Secrets, read from the environment (InputError if unset)."""
     objects = []
     for name, keys in local.secrets.items():
@@ -219,8 +220,8 @@ def secret_objects(local: LocalFleet, namespace: str) -> list[Manifest]:
         for key, variable in keys.items():
             value = os.environ.get(variable)
             if not value:
-                raise InputError(f"local.secrets.{name}.{key}: variable {variable} is not set",
-                                 file=None)
+                raise InputError(f"variable {variable} is not set (the local fleet's pods "
+                                 "need it)", file=fleet_file, field=f"local.secrets.{name}.{key}")
             data[key] = base64.b64encode(value.encode()).decode()
         objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
                         "metadata": {"name": name, "namespace": namespace,
