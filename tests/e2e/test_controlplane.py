@@ -6,8 +6,6 @@ No scheduler or kubelet runs here, so pods stay Pending and unbound: that is wha
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.e2e.conftest import sandbox_binaries
 from wavegate.sandbox import controlplane
 
 pytestmark = pytest.mark.e2e
@@ -26,16 +25,7 @@ TIMEOUT = 10  # seconds for each API call; the Python client would wait forever 
 
 
 def _bin_dir() -> Path:
-    """Skip where the sandbox cannot run, except in CI, where that must not pass unnoticed."""
-    found = controlplane.find_binaries()
-    missing = "kube binaries" if found is None else "etcd" if not shutil.which("etcd") else None
-    if missing is not None:
-        reason = f"{missing} missing; run scripts/build-kube-sandbox.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    assert found is not None
-    return found
+    return sandbox_binaries()
 
 
 @pytest.fixture(scope="module")
