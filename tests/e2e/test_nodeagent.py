@@ -146,17 +146,22 @@ def _create_release(api: client.ApiClient, cluster: fleet.Cluster, version: str)
         "Deployment": apps.create_namespaced_deployment,
     }
     for manifest in App.from_folder(APP).render(cluster, version).manifests:
-        create[manifest["kind"]](
-            NAMESPACE, manifest, _request_timeout=TIMEOUT, _preload_content=False
-        ).release_conn()
+        _done(create[manifest["kind"]](
+            NAMESPACE, manifest, _request_timeout=TIMEOUT, _preload_content=False))
 
 
 def _patch_container(api: client.ApiClient, container: dict[str, Any], **spec: Any) -> None:
     body = {"spec": {**spec, "template": {"spec": {"containers": [container]}}}}
-    client.AppsV1Api(api).patch_namespaced_deployment(
+    _done(client.AppsV1Api(api).patch_namespaced_deployment(
         "library-app", NAMESPACE, body, _content_type="application/strategic-merge-patch+json",
-        _request_timeout=TIMEOUT, _preload_content=False,
-    ).release_conn()  # fmt: skip
+        _request_timeout=TIMEOUT, _preload_content=False))
+
+
+def _done(response: Any) -> None:
+    """Read a raw response to its end before its connection goes back to the pool: a pooled
+    connection with unread JSON in it breaks the next request (BadStatusLine)."""
+    response.read()
+    response.release_conn()
 
 
 def _wait_rolled_out(api: client.ApiClient, replicas: int = 3) -> float:

@@ -14,10 +14,14 @@ arbitrary manifests is a raw PATCH anyway), no generated models (their datetimes
 MicroTime in v1.20, and they change shape with the client's generator), and no discovery cache
 files written by the dynamic client.
 
-API calls of one deploy to a cluster with N objects and W workloads (see the e2e tests):
-apply is 1 fence + N dry-run + N apply PATCHes + 9 prune lists (+ a DELETE per pruned object);
-a rollout is, per workload, 1 GET, then (unless already done) 1 list and 2 watches (the
-workload and its pods); ledger writes are 1 fence + 1 write each.
+API calls, for a release of N objects and W workloads (pinned by the e2e tests):
+- apply: 1 GET (fence) + N dry-run PATCHes + N PATCHes + 9 LISTs (prune, metadata only) + a
+  DELETE per pruned object. The dry-run pass is what keeps a refusal from half-applying.
+- wait_rollout, per workload: 1 GET; if that is not yet rolled out, 1 LIST (pods) and 2
+  WATCHes (the workload, its pods), re-opened only when the server ends them; plus a GET of a
+  ReplicaSet for each crashing pod whose owner is not known yet. No polling.
+- ledger: records 1 LIST; stored_release 1 GET; create/update 1 GET (fence) + 1 write.
+- lock: acquire 1 GET + 1 write (POST or PUT); renew 1 GET + 1 PUT; release 1 GET + 1 DELETE.
 """
 
 from __future__ import annotations
@@ -276,7 +280,7 @@ class KubernetesDriver:
             if decision is lease.Decision.STALE:
                 raise lease.StaleLock(cluster=self.cluster.name, app=app,
                                       holder=str(lease.holder(current)),
-                                      expires=self._expiry(current))
+                                      expires=lease.expires_text(current))
             replacement = (lease.renewed(current, ttl=ttl, now=now)
                            if decision is lease.Decision.RENEW
                            else lease.taken(current, holder_id=holder, ttl=ttl, now=now))
@@ -314,7 +318,10 @@ class KubernetesDriver:
 
     def read_lock(self, app: str) -> Lock | None:
         current = self._read_lease(app)
-        return lease.lock_of(current) if current else None
+        holder = lease.holder(current) if current else None
+        if current is None or holder is None:
+            return None
+        return Lock(holder=holder, expires=lease.expires_text(current) or "")
 
     def _fence(self, app: str, holder: str) -> None:
         """Every write first confirms this run still holds the lease (a lease alone does not
@@ -357,12 +364,8 @@ class KubernetesDriver:
 
     def _held(self, app: str, current: dict[str, Any]) -> LockHeld:
         return LockHeld(cluster=self.cluster.name, app=app,
-                        holder=lease.holder(current) or "unknown", expires=self._expiry(current))
-
-    @staticmethod
-    def _expiry(current: dict[str, Any]) -> str | None:
-        until = lease.expires(current)
-        return until.isoformat(timespec="seconds") if until else None
+                        holder=lease.holder(current) or "unknown",
+                        expires=lease.expires_text(current))
 
 
 class _Rollout:
@@ -390,7 +393,7 @@ class _Rollout:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise RolloutFailed(f"{self.what}: not rolled out after {timeout:g}s: "
-                                        f"{self.progress}")
+                                        f"{self.progress}{self._hint(workload, pods)}")
                 try:
                     event = events.get(timeout=remaining)
                 except queue.Empty:
@@ -444,6 +447,14 @@ class _Rollout:
             raise RolloutFailed(f"{self.what}: {problem}")
         return False
 
+    def _hint(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> str:
+        """Why a new pod is not running yet, if one says: ` (pod x: ErrImagePull: ...)`."""
+        for pod in pods.values():
+            waiting = rollout.pod_waiting(pod)
+            if waiting and self._current(workload, pod):
+                return f" ({apierrors.one_line(waiting)})"
+        return ""
+
     def _crashing(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> str | None:
         if not rollout.observed(workload):
             return None  # which pods are new is known only once the controller saw the spec
@@ -493,6 +504,7 @@ class _Watch:
         self._resource_version = resource_version
         self._stopped = threading.Event()
         self._response: urllib3.BaseHTTPResponse | None = None
+        self._guard = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"watch-{tag}")
 
     def start(self) -> None:
@@ -500,9 +512,10 @@ class _Watch:
 
     def stop(self) -> None:
         self._stopped.set()
-        response = self._response
-        if response is not None and isinstance(response, urllib3.HTTPResponse):
-            response.shutdown()
+        with self._guard:  # the thread closes the response under the same lock
+            if isinstance(self._response, urllib3.HTTPResponse):
+                with contextlib.suppress(OSError):
+                    self._response.shutdown()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
@@ -514,8 +527,8 @@ class _Watch:
                     version = self._list()
                 version, dropped = self._follow(version)
                 drops = drops + 1 if dropped else 0
-                if drops:
-                    self.api.sleep(min(0.1 * 2 ** drops, 2.0))
+                if drops:  # a connection that keeps dropping is not hammered
+                    self._stopped.wait(min(0.1 * 2 ** drops, 2.0))
         except Exception as error:  # ends the thread; the waiting side raises it
             if not self._stopped.is_set():
                 if not isinstance(error, DriverError | RolloutFailed):
@@ -538,8 +551,12 @@ class _Watch:
             response = self.api.stream(self.path, query=query, action=self.action, expect=(410,))
         except ApiError:
             return None, False  # 410 Gone before the first event
-        self._response = response
+        with self._guard:
+            self._response = response
+            stopped = self._stopped.is_set()  # stop() came before it could shut this one
         try:
+            if stopped:
+                return version, False
             for event in _events(response):
                 if self._stopped.is_set():
                     break
@@ -559,7 +576,8 @@ class _Watch:
                                   detail=error.detail)
             return version, True
         finally:
-            self._response = None
+            with self._guard:
+                self._response = None
             response.close()
             response.release_conn()
         return version, False
@@ -655,7 +673,7 @@ class _Api:
                 expect: tuple[int, ...] = ()) -> dict[str, Any]:
         """One call, its answer as a dict. Statuses in `expect` raise ApiError for the caller
         to handle; every other failure is a DriverError."""
-        self.calls[method] += 1
+        self._count(method)
         response = self._call(method, path, action=action, query=query, body=body,
                               content_type=content_type, accept=accept, expect=expect,
                               stream=False)
@@ -665,9 +683,13 @@ class _Api:
     def stream(self, path: str, *, query: Mapping[str, str], action: Action,
                expect: tuple[int, ...] = ()) -> urllib3.BaseHTTPResponse:
         """A watch: the open response, to be read as it arrives and closed by the caller."""
-        self.calls["WATCH"] += 1
+        self._count("WATCH")
         return self._call("GET", path, action=action, query=query, body=None, content_type=JSON,
                           accept=JSON, expect=expect, stream=True)
+
+    def _count(self, kind: str) -> None:
+        with self._lock:  # watches count from their own threads
+            self.calls[kind] += 1
 
     def _call(self, method: str, path: str, *, action: Action, query: Mapping[str, str] | None,
               body: Any, content_type: str, accept: str, expect: tuple[int, ...],

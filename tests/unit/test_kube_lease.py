@@ -1,0 +1,96 @@
+"""Who may take an app's lock on a cluster, decided from the Lease and the time alone; and the
+MicroTime format v1.20 insists on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from wavegate.errors import EXIT_LOCKED, LockHeld
+from wavegate.kube import lease
+from wavegate.kube.lease import Decision
+
+NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+
+
+def held(holder: str | None, *, renewed_ago: float = 5, ttl: int = 30) -> dict[str, Any]:
+    spec: dict[str, Any] = {"leaseDurationSeconds": ttl,
+                            "renewTime": lease.micro_time(NOW - timedelta(seconds=renewed_ago))}
+    if holder is not None:
+        spec["holderIdentity"] = holder
+    return {"metadata": {"name": "wavegate-app", "namespace": "library",
+                         "resourceVersion": "17", "managedFields": [{"manager": "x"}]},
+            "spec": spec}
+
+
+@pytest.mark.parametrize(("current", "force", "expected"), [
+    pytest.param(held("me"), False, Decision.RENEW, id="ours-renewed"),
+    pytest.param(held("me", renewed_ago=99), False, Decision.RENEW, id="ours-even-expired"),
+    pytest.param(held(None), False, Decision.TAKE, id="nobody-holds-it"),
+    pytest.param(held("other"), False, Decision.HELD, id="another-live-run"),
+    pytest.param(held("other", renewed_ago=31), False, Decision.STALE,
+                 id="expired-is-not-taken-without-force"),
+    pytest.param(held("other"), True, Decision.TAKE, id="force-takes-a-live-one"),
+    pytest.param(held("other", renewed_ago=31), True, Decision.TAKE, id="force-takes-expired"),
+    pytest.param({"metadata": {}, "spec": {"holderIdentity": "other"}}, False, Decision.HELD,
+                 id="no-times-counts-as-live"),
+])
+def test_decide(current: dict[str, Any], force: bool, expected: Decision) -> None:
+    assert lease.decide(current, holder_id="me", force=force, now=NOW) is expected
+
+
+def test_micro_time_always_has_six_digits_and_z() -> None:
+    assert lease.micro_time(NOW) == "2025-03-14T09:26:53.000000Z"
+    assert lease.micro_time(NOW.replace(microsecond=42)) == "2025-03-14T09:26:53.000042Z"
+    eastern = NOW.astimezone(datetime.now().astimezone().tzinfo)
+    assert lease.micro_time(eastern) == "2025-03-14T09:26:53.000000Z"
+
+
+@pytest.mark.parametrize("text", ["2025-03-14T09:26:53.000000Z", "2025-03-14T09:26:53Z",
+                                  "2025-03-14T10:26:53+01:00"])
+def test_parse_time_reads_what_the_server_writes(text: str) -> None:
+    assert lease.parse_time(text) == NOW
+
+
+def test_a_new_lease_names_holder_duration_and_times() -> None:
+    body = lease.new("app", namespace="library", holder="run-1", ttl=29.2, now=NOW)
+    assert body["metadata"]["name"] == "wavegate-app"
+    assert body["spec"] == {"holderIdentity": "run-1", "leaseDurationSeconds": 30,
+                            "acquireTime": "2025-03-14T09:26:53.000000Z",
+                            "renewTime": "2025-03-14T09:26:53.000000Z", "leaseTransitions": 0}
+
+
+def test_taking_counts_a_transition_and_keeps_the_resource_version() -> None:
+    taken = lease.taken(held("other"), holder_id="me", ttl=30, now=NOW)
+    assert taken["metadata"]["resourceVersion"] == "17"
+    assert "managedFields" not in taken["metadata"]
+    assert taken["spec"]["holderIdentity"] == "me"
+    assert taken["spec"]["leaseTransitions"] == 1
+    assert taken["spec"]["acquireTime"] == taken["spec"]["renewTime"] == lease.micro_time(NOW)
+
+
+def test_renewing_moves_only_the_renew_time() -> None:
+    current = held("me", renewed_ago=10)
+    current["spec"]["acquireTime"] = "2025-03-14T09:00:00.000000Z"
+    renewed = lease.renewed(current, ttl=60, now=NOW)
+    assert renewed["metadata"]["resourceVersion"] == "17"
+    assert renewed["spec"]["acquireTime"] == "2025-03-14T09:00:00.000000Z"
+    assert renewed["spec"]["renewTime"] == lease.micro_time(NOW)
+    assert renewed["spec"]["leaseDurationSeconds"] == 60
+
+
+def test_the_lock_shown_to_users_expires_at_renew_time_plus_duration() -> None:
+    assert lease.expires_text(held("run-9", renewed_ago=5, ttl=30)) == "2025-03-14T09:27:18+00:00"
+    assert lease.expires_text({"spec": {"holderIdentity": "run-9"}}) is None
+    assert lease.holder(held(None)) is None
+
+
+def test_a_stale_lock_says_the_holder_looks_dead_and_what_to_do() -> None:
+    error = lease.StaleLock(cluster="prod-0", app="library-app", holder="run-9",
+                            expires="2025-03-14T09:27:18+00:00")
+    assert isinstance(error, LockHeld) and error.exit_code == EXIT_LOCKED
+    assert str(error) == ("prod-0: library-app is locked by run run-9, whose lease expired at "
+                          "2025-03-14T09:27:18+00:00: that run looks dead; `wavegate resume "
+                          "run-9` finishes it, `wavegate rollback library-app` undoes it")

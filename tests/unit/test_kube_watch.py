@@ -1,0 +1,151 @@
+"""A watch that keeps going: listed first, re-opened where it stopped when the server ends it
+or the connection drops, listed again after 410 Gone, and stopped promptly. The API server is
+replaced by a script of lists and watch streams."""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wavegate.drivers import kubernetes as driver
+from wavegate.errors import DriverError
+from wavegate.fleet import Cluster
+from wavegate.kube.apierrors import Action, ApiError, Unreachable
+
+CLUSTER = Cluster(name="prod-0", region="r", driver="kubernetes", namespace="library",
+                  kubeconfig=Path("/nonexistent"), endpoint="https://x")
+ACTION = Action("watch", "pods", namespace="library")
+
+
+def event(kind: str, name: str, version: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "object": {"metadata": {"name": name, "resourceVersion": version},
+                                     **extra}}
+
+
+class Stream:
+    """A watch response: its events as JSON lines in two chunks, then an optional drop."""
+
+    def __init__(self, events: list[dict[str, Any]], *, drop: bool = False) -> None:
+        lines = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+        self.chunks = [lines[: len(lines) // 2], lines[len(lines) // 2:]]
+        self.drop = drop
+        self.closed = False
+
+    def stream(self, amt: Any = None, decode_content: bool = True) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.drop:
+            raise OSError("connection reset by peer")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+class FakeApi:
+    """Lists and watch streams in the order the test gives them; then the watch blocks."""
+
+    def __init__(self, lists: list[dict[str, Any]], streams: list[Stream | BaseException],
+                 done: queue.Queue[None]) -> None:
+        self.cluster, self.log = CLUSTER, structlog.get_logger()
+        self.lists, self.streams, self.done = lists, streams, done
+        self.watched_from: list[str] = []
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return self.lists.pop(0)
+
+    def stream(self, path: str, *, query: dict[str, str], action: Action,
+               expect: tuple[int, ...] = ()) -> Stream:
+        self.watched_from.append(query["resourceVersion"])
+        if not self.streams:
+            self.done.put(None)
+            raise DriverError("script ended", cluster="prod-0")
+        answer = self.streams.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def run(api: FakeApi, done: queue.Queue[None],
+        resource_version: str | None = None) -> list[tuple[str, str, Any]]:
+    events: queue.Queue[driver.Event] = queue.Queue()
+    watch = driver._Watch(api, "/api/v1/namespaces/library/pods", tag="pods", events=events,
+                          query={"labelSelector": "app=web"}, action=ACTION,
+                          resource_version=resource_version)
+    watch.start()
+    done.get(timeout=5)
+    watch.stop()
+    seen = []
+    while not events.empty():
+        seen.append(events.get())
+    return seen
+
+
+def names(seen: list[tuple[str, str, Any]]) -> list[str]:
+    return [f"{kind} {obj['metadata']['name']}" if kind not in ("SYNC", "ERROR")
+            else f"{kind} {len(obj) if kind == 'SYNC' else ''}".strip()
+            for _, kind, obj in seen]
+
+
+def test_it_lists_then_follows_and_resumes_where_the_server_ended_it() -> None:
+    done: queue.Queue[None] = queue.Queue()
+    api = FakeApi(
+        lists=[{"metadata": {"resourceVersion": "10"}, "items": [{"metadata": {"name": "a"}}]}],
+        streams=[Stream([event("ADDED", "b", "11"), event("BOOKMARK", "", "15")]),
+                 Stream([event("MODIFIED", "b", "16")])], done=done)
+    seen = run(api, done)
+    assert names(seen)[:3] == ["SYNC 1", "ADDED b", "MODIFIED b"]
+    assert api.watched_from == ["10", "15", "16"]  # bookmarks move it on without an event
+
+
+def test_after_410_gone_it_lists_again() -> None:
+    done: queue.Queue[None] = queue.Queue()
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                        "message": "too old resource version: 5 (40)"}}
+    api = FakeApi(
+        lists=[{"metadata": {"resourceVersion": "40"}, "items": []}],
+        streams=[Stream([gone]), ApiError(410, "Gone", ""), Stream([event("ADDED", "c", "41")])],
+        done=done)
+    api.lists.append({"metadata": {"resourceVersion": "45"}, "items": []})
+    seen = run(api, done, resource_version="5")
+    assert names(seen)[:3] == ["SYNC 0", "SYNC 0", "ADDED c"]
+    assert api.watched_from[:3] == ["5", "40", "45"]
+
+
+def test_a_dropped_connection_is_resumed_from_the_last_event() -> None:
+    done: queue.Queue[None] = queue.Queue()
+    api = FakeApi(lists=[], streams=[Stream([event("ADDED", "a", "21")], drop=True),
+                                     Stream([event("DELETED", "a", "22")])], done=done)
+    seen = run(api, done, resource_version="20")
+    assert names(seen)[:2] == ["ADDED a", "DELETED a"]
+    assert api.watched_from[:2] == ["20", "21"]
+
+
+def test_an_error_retries_did_not_cure_ends_the_watch_and_is_handed_over() -> None:
+    done: queue.Queue[None] = queue.Queue()
+    api = FakeApi(lists=[], streams=[], done=done)
+    seen = run(api, done, resource_version="20")
+    assert [(kind, str(error)) for _, kind, error in seen] == [
+        ("ERROR", "prod-0: script ended")]
+
+
+def test_events_split_across_chunks_are_joined() -> None:
+    stream = Stream([event("ADDED", "a", "1"), event("ADDED", "b", "2")])
+    assert [e["object"]["metadata"]["name"] for e in driver._events(stream)] == ["a", "b"]
+
+
+def test_a_broken_stream_reads_as_unreachable() -> None:
+    stream = Stream([event("ADDED", "a", "1")], drop=True)
+    seen = []
+    try:
+        for item in driver._events(stream):
+            seen.append(item)
+    except Unreachable as error:
+        assert "watch interrupted" in str(error)
+    assert len(seen) == 1
