@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e lint bench sandbox clean
+.PHONY: demo test test-unit test-integration test-e2e lint bench bench-kube sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+bench-kube: $(STAMP) sandbox
+	$(BIN)/python bench/kube.py
 
 clean:
 	rm -rf $(VENV) .wavegate .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,11 @@ T = TypeVar("T")
 Event = tuple[str, str, Any]  # (watch tag, SYNC|ADDED|MODIFIED|DELETED|ERROR, object)
 
 
+# The client caches embedded certificate data in temp files, publishing a file's name before
+# its content is written: clusters that share a CA, loaded in parallel, could read an empty CA
+# ("no certificate or crl found"). Loading is rare and fast, so it is done one at a time.
+_LOADING = threading.Lock()
+
 class KubernetesDriver:
     """The `Driver` of a cluster with `driver: kubernetes`. Construction does no I/O."""
 
@@ -645,9 +650,11 @@ class _Api:
             _register_secrets(path)
         configuration = client.Configuration()
         try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.pathsep.join(map(str, existing)), context=self.cluster.context,
-                client_configuration=configuration, persist_config=False)
+            with _LOADING:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.pathsep.join(map(str, existing)),
+                    context=self.cluster.context, client_configuration=configuration,
+                    persist_config=False)
         except (ConfigException, OSError, ValueError, KeyError, TypeError) as error:
             raise DriverError(f"kubeconfig context {self.cluster.context or '(current)'}: "
                               f"{apierrors.one_line(str(error))}",
