@@ -55,7 +55,7 @@ def deploy_everywhere(fleet: Fleet, app: apps.App, version: str) -> dict[str, in
     assert code == 0, report.message
     calls: collections.Counter[str] = collections.Counter()
     for target in prepared.targets.values():
-        calls.update(getattr(target.driver, "api").calls)
+        calls.update(target.driver.api.calls)
     return {kind: count // len(prepared.targets) for kind, count in calls.items()}
 
 
