@@ -18,7 +18,6 @@ import base64
 import itertools
 import json
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -33,6 +32,7 @@ import yaml
 from kubernetes import client, config
 from structlog.testing import capture_logs
 
+from tests.e2e.conftest import sandbox_binaries
 from wavegate import fleet
 from wavegate.app import APP_LABEL, MANAGED_BY, App, Release
 from wavegate.drivers.base import Conflict, RolloutFailed
@@ -55,16 +55,7 @@ Make = Callable[..., KubernetesDriver]
 
 
 def _bin_dir() -> Path:
-    """Skip where the sandbox cannot run, except in CI, where that must not pass unnoticed."""
-    found = controlplane.find_binaries()
-    missing = "kube binaries" if found is None else "etcd" if not shutil.which("etcd") else None
-    if missing is not None:
-        reason = f"{missing} missing; run scripts/build-kube-sandbox.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    assert found is not None
-    return found
+    return sandbox_binaries()
 
 
 # --- fixtures ----------------------------------------------------------------------------

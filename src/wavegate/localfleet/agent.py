@@ -279,20 +279,15 @@ class Agent:
     def _endpoints(
         self, service: objects.Service, statuses: Mapping[str, pods.PodStatus]
     ) -> list[str]:
-        if not service.selector:  # like Kubernetes: no selector, no automatic endpoints
-            return []
         endpoints = []
         for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created):
             pod = statuses.get(name)
             if pod is None or not pod.ready or pod.terminating:
                 continue
-            if meta.namespace != service.manifest.namespace:
-                continue
-            if any(meta.labels.get(k) != v for k, v in service.selector.items()):
-                continue
-            port = service.resolve_target(meta.container)
-            if port is not None:
-                endpoints.append(f"{pod.host}:{port}")
+            found = service.endpoint(namespace=meta.namespace, labels=meta.labels,
+                                     container=meta.container, host=pod.host)
+            if found is not None:
+                endpoints.append(found)
         return endpoints
 
     # -- plumbing --------------------------------------------------------------------------

@@ -416,6 +416,20 @@ class Service:
             return self.target_port
         return container.named_ports().get(self.target_port)
 
+    def endpoint(self, *, namespace: str, labels: Mapping[str, str], container: Container,
+                 host: str) -> str | None:
+        """`host:port` when this Service selects a pod so placed and labelled, else None.
+
+        Readiness is the caller's to judge; no selector means no automatic endpoints, as in
+        Kubernetes.
+        """
+        if not self.selector or namespace != self.manifest.namespace:
+            return None
+        if any(labels.get(key) != value for key, value in self.selector.items()):
+            return None
+        port = self.resolve_target(container)
+        return f"{host}:{port}" if port is not None else None
+
 
 def parse_service(manifest: Manifest) -> Service:
     spec = _mapping(manifest.body.get("spec") or {}, "spec")

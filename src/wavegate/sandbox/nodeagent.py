@@ -258,13 +258,10 @@ def endpoints(service: objects.Service, backends: Iterable[Backend]) -> list[str
         process = backend.process
         if not process.ready or process.terminating or not process.host:
             continue
-        if backend.namespace != service.manifest.namespace or not service.selector:
-            continue
-        if any(backend.labels.get(k) != v for k, v in service.selector.items()):
-            continue
-        port = service.resolve_target(backend.container)
-        if port is not None:
-            found.append(f"{process.host}:{port}")
+        endpoint = service.endpoint(namespace=backend.namespace, labels=backend.labels,
+                                    container=backend.container, host=process.host)
+        if endpoint is not None:
+            found.append(endpoint)
     return found
 
 
