@@ -146,12 +146,19 @@ def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--app", "app_name", help="With no RUN_ID: the newest unfinished run of APP.")
+@fleet_option
 @click.option("--report", "report_path", type=click.Path(path_type=Path))
 @click.pass_context
 @_fail_cleanly
 def resume(context: click.Context, run_id: str | None, app_name: str | None,
-           report_path: Path | None) -> int:
-    """Continue, or unwind, an interrupted run (default: the newest unfinished one)."""
+           fleet_path: Path | None, report_path: Path | None) -> int:
+    """Continue, or unwind, an interrupted run (default: the newest unfinished one).
+
+    With no local journal (a new CI runner), give --app and -f: the ledgers say the rest."""
+    if fleet_path is not None and app_name is not None and not (
+            run_id and journal.path(run_id).exists()):
+        found, inputs = deploys.inputs_from_ledgers(run_id, fleet_path, apps.resolve(app_name))
+        return _resume(context, found, report_path, known=inputs)
     return _resume(context, run_id or journal.newest_unfinished(app_name), report_path)
 
 
@@ -181,12 +188,13 @@ def abort(context: click.Context, run_id: str) -> int:
 
 
 def _resume(context: click.Context, run_id: str, report_path: Path | None, *,
-            promote: bool = False, abort: bool = False) -> int:
+            promote: bool = False, abort: bool = False,
+            known: journal.Inputs | None = None) -> int:
     holder: dict[str, Any] = {}
 
     def action() -> int:
         report, code = deploys.resume(run_id, by=runs.actor(), clock=SystemClock(),
-                                      promote=promote, abort=abort)
+                                      promote=promote, abort=abort, known=known)
         holder["report"] = report
         return code
 

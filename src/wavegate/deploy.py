@@ -21,6 +21,7 @@ from wavegate.drivers.local import secret_objects
 from wavegate.errors import EXIT_LOCKED, InputError, LockHeld
 from wavegate.fleet import Fleet
 from wavegate.fleet import load as load_fleet
+from wavegate.ledger import Status
 from wavegate.locks import Locks
 from wavegate.notify import Notifier
 from wavegate.report import RunReport
@@ -126,10 +127,27 @@ def start_journal(report: RunReport, inputs: journal.Inputs) -> None:
     report.write(journal.path(report.run_id))
 
 
+def inputs_from_ledgers(run_id: str | None, fleet_file: Path,
+                        app: App) -> tuple[str, journal.Inputs]:
+    """A run's inputs when no journal is at hand (a new CI runner): the ledgers say which run
+    is unfinished and at which version; template overrides, if it had any, are not known."""
+    fleet = load_fleet(fleet_file)
+    drivers_by_name = {c.name: drivers.for_cluster(fleet, c) for c in fleet.clusters}
+    records = [r for d in connect(drivers_by_name).values() for r in d.records(app.name)]
+    unfinished = [r for r in records if r.status in (Status.APPLYING, Status.INTERRUPTED)]
+    mine = [r for r in records if r.run_id == run_id] if run_id else unfinished
+    if not mine:
+        raise InputError(f"no unfinished run of {app.name} in the ledgers of {fleet.name}"
+                         if run_id is None else f"run {run_id} is in no ledger of {fleet.name}")
+    newest = max(mine, key=lambda record: record.started_at)
+    return newest.run_id, journal.Inputs(
+        fleet=str(fleet_file.resolve()), app=str(app.path.resolve()), version=newest.version)
+
+
 def resume(run_id: str, *, by: str, clock: Clock, promote: bool = False,
-           abort: bool = False) -> tuple[RunReport, int]:
+           abort: bool = False, known: journal.Inputs | None = None) -> tuple[RunReport, int]:
     """Pick up run `run_id` where its ledgers say it stands; its report and exit code."""
-    data, inputs = journal.read(run_id)
+    data, inputs = ({"outcome": "interrupted"}, known) if known else journal.read(run_id)
     if promote and data.get("outcome") != "paused":
         raise InputError(f"run {run_id} is not paused at a gate (it is "
                          f"{data.get('outcome') or 'running'}); use `wavegate resume`")

@@ -170,3 +170,36 @@ def test_journal_is_in_the_working_directory(local_fleet: LocalFleet) -> None:
     assert len(journals) == 1
     data = json.loads(journals[0].read_text())
     assert data["outcome"] == "succeeded" and data["inputs"]["version"] == "1.0.0"
+
+
+def test_resume_on_a_new_runner_works_from_the_ledgers_alone(local_fleet: LocalFleet) -> None:
+    import shutil
+
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    set_bake(local_fleet, "regions", "30s")
+    process = _start_deploy(local_fleet, "1.1.0")
+    _wait_for_state(local_fleet, "prod-3", "baking")
+    process.kill()
+    process.communicate()
+    shutil.rmtree(local_fleet.root / ".wavegate" / "runs")  # a new CI runner has no journal
+    set_bake(local_fleet, "regions", "500ms")
+    resumed = local_fleet.wavegate("resume", "--app", "library-app", "-f",
+                                   str(local_fleet.fleet_file))
+    assert resumed.code == 0, resumed.stderr
+    assert set(versions(local_fleet).values()) == {"1.1.0"}
+    assert all(row["lock"] is None for row in local_fleet.status().values())
+
+
+def test_sigkill_during_the_watch_then_resume_watches_again(local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    edit_fleet(local_fleet, watch="60s")
+    process = _start_deploy(local_fleet, "1.1.0")
+    _wait_for_state(local_fleet, "prod-5", "verified")  # every wave done: watching
+    process.kill()
+    process.communicate()
+    edit_fleet(local_fleet, watch="1s")
+    resumed = local_fleet.wavegate("resume")
+    assert resumed.code == 0, resumed.stderr
+    assert set(versions(local_fleet).values()) == {"1.1.0"}
+    assert {r["status"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {
+        "verified"}
