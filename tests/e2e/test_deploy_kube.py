@@ -177,3 +177,50 @@ def test_an_api_server_lost_mid_wave_is_named_and_a_later_rollback_finishes(
     assert done.returncode == 0, done.stderr[-3000:]
     assert kube.image("prod-3") == f"library-app:{before}"
     assert kube.status()["prod-3"]["lock"] is None
+
+
+def _set_policy(kube: KubeFleet, **policy: object) -> None:
+    document = yaml.safe_load(kube.fleet_file.read_text())
+    document["policy"].update(policy)
+    kube.fleet_file.write_text(yaml.safe_dump(document))
+
+
+def test_an_approval_gate_pauses_and_promote_continues_from_a_new_process(
+        kube: KubeFleet) -> None:
+    _set_policy(kube, approval=["regions"])
+    try:
+        paused = kube.deploy("1.5.0")
+        assert paused.returncode == 10, paused.stderr[-3000:]
+        run_id = paused.stdout.split("wavegate promote ", 1)[1].split("`", 1)[0]
+        assert kube.image("prod-0") == "library-app:1.5.0"
+        assert kube.image("prod-2") != "library-app:1.5.0"
+        promoted = kube.wavegate("promote", run_id)
+        assert promoted.returncode == 0, promoted.stderr[-3000:]
+    finally:
+        _set_policy(kube, approval=[])
+    for name in NAMES:
+        assert kube.image(name) == "library-app:1.5.0", name
+
+
+def test_sigkill_mid_bake_then_resume_finishes_on_kubernetes(kube: KubeFleet) -> None:
+    kube.set_bake("regions", "30s")
+    try:
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "wavegate", "deploy",
+             str(REPO / "manifests" / "library-app"), "--version", "1.6.0", "-f",
+             str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while kube.image("prod-4") != "library-app:1.6.0" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # the regions wave is baking
+        deploy.kill()
+        deploy.communicate()
+    finally:
+        kube.set_bake("regions", "500ms")
+    assert kube.image("prod-1") != "library-app:1.6.0"  # the last wave was never reached
+    resumed = kube.wavegate("resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in NAMES:
+        assert kube.image(name) == "library-app:1.6.0", name
+    assert all(row["lock"] is None for row in kube.status().values())
