@@ -176,9 +176,10 @@ def _settled(seen: Observed, clusters: tuple[str, ...]) -> bool:
 
 
 def _on_failure(plan: Plan, seen: Observed) -> Decision:
-    if seen.rollback_done or plan.policy.on_failure == "halt":
+    order = rollback_order(plan, seen)
+    if seen.rollback_done or plan.policy.on_failure == "halt" or not order:
         return Decision(finish=_ending_after_failure(plan, seen))
-    return Decision(rollback=rollback_order(plan, seen))
+    return Decision(rollback=order)
 
 
 def rollback_order(plan: Plan, seen: Observed) -> tuple[tuple[str, ...], ...]:

@@ -165,6 +165,10 @@ class Runner:
                 future.result()  # a bug in a task must not pass silently
         elif decision.wake_at is not None and not decision.check:
             self.clock.sleep(decision.wake_at - self.clock.now(), self._wake)
+        elif decision == Decision():
+            # Nothing to do and nothing running would spin; never expected, so say so.
+            log.warning("run.idle", run_id=self.run_id)
+            self.clock.sleep(_POLL, self._wake)
 
     # --- one cluster's deploy, on a worker thread --------------------------------------------
 
