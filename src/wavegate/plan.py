@@ -1,7 +1,8 @@
 """`wavegate plan`: what a deploy would do, cluster by cluster, and when it could finish.
 
-The diff compares the live revision's stored manifests (from the ledger) with the freshly
-rendered ones, so it works for every driver without writing anything.
+Where the driver can ask the cluster (Kubernetes: a server-side dry run) the diff is what the
+server says would change, drift included; elsewhere it compares the live revision's stored
+manifests (from the ledger) with the freshly rendered ones. Nothing is written either way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def plan(fleet: Fleet, releases: dict[str, Release], live: dict[str, Driver]) ->
 def _cluster_plan(release: Release, driver: Driver) -> dict[str, Any]:
     records = driver.records(release.app)
     current = ledger.live(records)
+    preview = getattr(driver, "preview", None)
+    if preview is not None:
+        diff = preview(release)
+        change = "install" if current is None else "update" if diff else "none"
+        return {"cluster": driver.cluster.name, "from": current.version if current else None,
+                "to": release.version, "change": change, "diff": diff, "source": "dry-run"}
     if current is None:
         return {"cluster": driver.cluster.name, "from": None, "to": release.version,
                 "change": "install", "diff": []}

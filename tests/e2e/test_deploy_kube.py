@@ -224,3 +224,15 @@ def test_sigkill_mid_bake_then_resume_finishes_on_kubernetes(kube: KubeFleet) ->
     for name in NAMES:
         assert kube.image(name) == "library-app:1.6.0", name
     assert all(row["lock"] is None for row in kube.status().values())
+
+
+def test_plan_shows_the_server_side_dry_run_and_writes_nothing(kube: KubeFleet) -> None:
+    before = kube.image("prod-0")
+    done = kube.wavegate("plan", str(REPO / "manifests" / "library-app"), "--version", "9.9.9",
+                         "-f", str(kube.fleet_file), "-o", "json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads(done.stdout)
+    canary = plan["waves"][0]["clusters"][0]
+    assert canary["source"] == "dry-run"
+    assert "+        image: library-app:9.9.9" in canary["diff"]
+    assert kube.image("prod-0") == before  # a dry run writes nothing

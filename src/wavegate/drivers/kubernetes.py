@@ -60,6 +60,7 @@ from wavegate.kube import (
     lease,
     ledgersecret,
     normalize,
+    preview,
     retry,
     rollout,
 )
@@ -155,6 +156,36 @@ class KubernetesDriver:
         self.api.request("PATCH", resource.path(namespace or None, name), query=query,
                          body=manifest, content_type=APPLY_PATCH,
                          action=Action("apply", resource.rbac_name, name, namespace or None))
+
+    def preview(self, release: Release) -> list[str]:
+        """What applying `release` would change, from a server-side dry run; nothing is
+        written. Objects the release drops are listed as pruned."""
+        lines: list[str] = []
+        for manifest in kinds.apply_order(normalize.for_apply(m) for m in release.manifests):
+            resource = self._resource(manifest)
+            namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
+            after = self.api.request(
+                "PATCH", resource.path(namespace or None, name), body=manifest,
+                query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"},
+                content_type=APPLY_PATCH,
+                action=Action("apply", resource.rbac_name, name, namespace or None))
+            live = self._live(resource, namespace, name)
+            lines += preview.diff(f"{resource.kind}/{name}", live, after)
+        keep = {kinds.identity(m, self._namespace) for m in release.manifests}
+        for resource in kinds.delete_order(kinds.PRUNED):
+            lines += [f"- {resource.kind}/{name}: pruned (the release no longer has it)"
+                      for name in self._labelled(resource, release.app)
+                      if (resource.kind, self._namespace, name) not in keep]
+        return lines
+
+    def _live(self, resource: kinds.Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as it is, by a list (the deployer may list what it may not get)."""
+        found = self.api.request(
+            "GET", resource.path(namespace or None),
+            query={"fieldSelector": f"metadata.name={name}"},
+            action=Action("list", resource.rbac_name, None, namespace or None))
+        items = found.get("items") or []
+        return dict(items[0], kind=resource.kind) if items else None
 
     def _prune(self, release: Release) -> int:
         """Delete the app's objects the release no longer has; how many went."""
