@@ -236,3 +236,21 @@ def test_plan_shows_the_server_side_dry_run_and_writes_nothing(kube: KubeFleet) 
     assert canary["source"] == "dry-run"
     assert "+        image: library-app:9.9.9" in canary["diff"]
     assert kube.image("prod-0") == before  # a dry run writes nothing
+
+
+def test_no_token_or_kube_credential_appears_in_any_output(kube: KubeFleet) -> None:
+    kubeconfig = yaml.safe_load((kube.dir / "kubeconfig").read_text())
+    credentials = [user["user"]["token"] for user in kubeconfig["users"]
+                   if "token" in user.get("user", {})]
+    assert credentials  # the sandbox's admin and deployer tokens
+    report = kube.dir / "leak-report.json"
+    runs = [kube.wavegate("-v", "--log-format", "json", "deploy",
+                          str(REPO / "manifests" / "library-app"), "--version", "2.0.0",
+                          "-f", str(kube.fleet_file), "--report", str(report)),
+            kube.wavegate("-v", "history", "library-app", "-f", str(kube.fleet_file),
+                          "-o", "json")]
+    assert runs[0].returncode == 1
+    texts = [run.stdout + run.stderr for run in runs] + [report.read_text()]
+    texts += [p.read_text() for p in (kube.dir / ".wavegate" / "runs").glob("*.json")]
+    for secret in [*TOKENS.values(), *credentials]:
+        assert not any(secret in text for text in texts), f"leaked: {secret[:6]}..."
