@@ -31,12 +31,16 @@ check_can_build() {
     fi
 }
 
-# The etcd the sandbox runs is Debian's; the control plane binaries are cached, it is not.
-ensure_etcd() {
-    command -v etcd >/dev/null && return 0
+# The etcd the sandbox runs is Debian's, and so is the kubectl the e2e tests cross-check with
+# (a client no one here wrote); the control plane binaries are cached, these are not.
+ensure_runtime_packages() {
+    local missing=()
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v kubectl >/dev/null || missing+=(kubernetes-client)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
     check_can_build
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # A deb-src twin of the machine's main Debian entry (deb822), so `apt-get source` uses the same
@@ -95,7 +99,7 @@ install_binaries() {
 
 main() {
     if binaries_work; then
-        ensure_etcd
+        ensure_runtime_packages
         echo "kube sandbox binaries ready in $BIN"
         exit 0
     fi
@@ -108,6 +112,7 @@ main() {
     install_binaries "$tree"
     rm -rf "$CACHE/src"
     binaries_work || { log "built binaries do not run"; exit 1; }
+    ensure_runtime_packages
     echo "kube sandbox binaries built in $((SECONDS - start)) s, ready in $BIN"
 }
 
