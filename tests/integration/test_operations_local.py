@@ -203,3 +203,30 @@ def test_sigkill_during_the_watch_then_resume_watches_again(local_fleet: LocalFl
     assert set(versions(local_fleet).values()) == {"1.1.0"}
     assert {r["status"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {
         "verified"}
+
+
+FAULTY = {"LIBRARY_LEAK": "${leak}", "LIBRARY_FAIL": "${fault}"}
+
+
+@pytest.mark.parametrize(("fault", "phase"), [
+    ("never-ready", "rolling-out"),   # killed while waiting for pods that never get ready
+    ("error-5xx", "verifying"),       # killed while the checks keep erroring
+])
+def test_sigkill_mid_phase_then_resume_applies_the_failure_policy(
+        local_fleet: LocalFleet, fault: str, phase: str) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    edit_fleet(local_fleet, check_interval="2s", check_timeout="2s", rollout_timeout="20s")
+    variant = local_fleet.app_variant("bad", configmap_extra=FAULTY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wavegate", "deploy", str(variant), "--version", "1.1.0",
+         "--set", "leak=", "--set", f"fault={fault}", "-f", str(local_fleet.fleet_file)],
+        cwd=local_fleet.root, env=local_fleet.env, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    _wait_for_state(local_fleet, "prod-0", phase)
+    process.kill()
+    process.communicate()
+    resumed = local_fleet.wavegate("resume")
+    assert resumed.code == 1, resumed.stderr  # the release is still bad: rolled back
+    assert set(versions(local_fleet).values()) == {"1.0.0"}
+    assert {r["cluster"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {"prod-0"}
+    assert all(row["lock"] is None for row in local_fleet.status().values())

@@ -68,3 +68,27 @@ def test_a_run_whose_rollback_had_finished_just_ends() -> None:
     decision = decide(PLAN, seen, 0.0)
     assert decision.rollback == ()
     assert decision.finish is Ending.ROLLED_BACK
+
+
+def test_a_closed_window_pauses_before_the_next_wave_never_inside_one() -> None:
+    from dataclasses import replace
+
+    from wavegate.rollout import ClusterStatus, Observed
+
+    closed = Observed({"prod-0": ClusterStatus(State.VERIFIED), "prod-1": ClusterStatus()},
+                      window_open=False)
+    decision = decide(PLAN, closed, 0.0)
+    assert decision.finish is Ending.PAUSED and decision.paused_at == "rest"
+    mid_wave = replace(closed, clusters={"prod-0": ClusterStatus(State.BAKING),
+                                         "prod-1": ClusterStatus()})
+    assert decide(PLAN, mid_wave, 0.0).finish is None  # a started wave finishes its bake
+
+
+def test_a_gated_wave_pauses_unless_approved() -> None:
+    from wavegate.rollout import ClusterStatus, Observed
+
+    gated = Plan(WAVES, Policy(check_interval=1.0, approval=("rest",)))
+    seen = Observed({"prod-0": ClusterStatus(State.VERIFIED), "prod-1": ClusterStatus()})
+    assert decide(gated, seen, 0.0).paused_at == "rest"
+    approved = Plan(WAVES, gated.policy, frozenset({"rest"}))
+    assert decide(approved, seen, 0.0).deploy == ("prod-1",)
