@@ -151,6 +151,7 @@ class Runner:
         """`wavegate abort`: everything this run changed counts as failed."""
         with self._guard:
             self._stop = None
+            self._wake.clear()  # the rollback that follows may wait again
             doomed = [name for name, status in self.seen.clusters.items()
                       if (status.changed or status.state is not State.PENDING)
                       and status.state not in (State.FAILED, State.ROLLED_BACK)]
