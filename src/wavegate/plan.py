@@ -25,8 +25,11 @@ def plan(fleet: Fleet, releases: dict[str, Release], live: dict[str, Driver]) ->
         waves.append({"wave": wave.name, "max_parallel": wave.max_parallel,
                       "bake": durations.format(wave.bake), "clusters": clusters})
     minimum = sum(wave.bake for wave in fleet.waves) + fleet.policy.watch
-    return {"fleet": fleet.name, "waves": waves,
-            "earliest_finish": f"{durations.format(minimum)} of bake and watch, plus rollouts",
+    gates = [wave.name for wave in fleet.waves if wave.name in fleet.policy.approval]
+    waiting = f", and approval before {', '.join(gates)}" if gates else ""
+    return {"fleet": fleet.name, "waves": waves, "approval": gates,
+            "earliest_finish": f"{durations.format(minimum)} of bake and watch, plus rollouts"
+                               + waiting,
             "policy": {"on_failure": fleet.policy.on_failure,
                        "check_interval": durations.format(fleet.policy.check_interval)}}
 
@@ -60,8 +63,9 @@ def render_text(result: dict[str, Any]) -> str:
     lines = [f"fleet {result['fleet']}: {len(result['waves'])} waves, "
              f"on failure {result['policy']['on_failure']}"]
     for wave in result["waves"]:
+        gate = ", waits for approval" if wave["wave"] in result["approval"] else ""
         lines.append(f"wave {wave['wave']} (max_parallel {wave['max_parallel']}, "
-                     f"bake {wave['bake']})")
+                     f"bake {wave['bake']}{gate})")
         for cluster in wave["clusters"]:
             lines.append(f"  {cluster['cluster']}: {cluster['from'] or '(none)'} -> "
                          f"{cluster['to']}  [{cluster['change']}]")
