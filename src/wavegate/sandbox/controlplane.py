@@ -485,8 +485,17 @@ def _wait_until_stopped(processes: list[_Process], timeout: float) -> list[_Proc
     """Those of PROCESSES still running after TIMEOUT seconds."""
     deadline = time.monotonic() + timeout
     while (running := [p for p in processes if _is_running(p)]) and time.monotonic() < deadline:
+        _reap(processes)
         time.sleep(0.05)
+    _reap(processes)
     return running
+
+
+def _reap(processes: list[_Process]) -> None:
+    """Collect those that were our own children, so no zombie outlives `down` in this process."""
+    for process in processes:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(process["pid"], os.WNOHANG)
 
 
 def _wait_for_ok(
