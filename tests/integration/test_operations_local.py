@@ -230,3 +230,18 @@ def test_sigkill_mid_phase_then_resume_applies_the_failure_policy(
     assert set(versions(local_fleet).values()) == {"1.0.0"}
     assert {r["cluster"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {"prod-0"}
     assert all(row["lock"] is None for row in local_fleet.status().values())
+
+
+def test_sigkill_mid_rollback_then_resume_finishes_the_rollback(local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    process = _start_deploy(local_fleet, "2.0.0")  # the regression: prod-0 rolls back
+    _wait_for_state(local_fleet, "prod-0", "rolling-back")
+    process.kill()
+    process.communicate()
+    resumed = local_fleet.wavegate("resume")
+    assert resumed.code == 1, resumed.stderr
+    assert set(versions(local_fleet).values()) == {"1.0.0"}
+    canary = local_fleet.history("-c", "prod-0")
+    assert [r["status"] for r in canary if r["version"] == "2.0.0"] == ["rolled-back"]
+    assert canary[0]["version"] == "1.0.0" and canary[0]["status"] == "verified"
+    assert {r["cluster"] for r in local_fleet.history() if r["version"] == "2.0.0"} == {"prod-0"}
