@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,3 +255,58 @@ def test_no_token_or_kube_credential_appears_in_any_output(kube: KubeFleet) -> N
     texts += [p.read_text() for p in (kube.dir / ".wavegate" / "runs").glob("*.json")]
     for secret in [*TOKENS.values(), *credentials]:
         assert not any(secret in text for text in texts), f"leaked: {secret[:6]}..."
+
+
+def _variant(kube: KubeFleet, fault: str) -> Path:
+    """A copy of the app (same name) whose pods misbehave as LIBRARY_FAIL says."""
+    folder = kube.dir / f"variant-{fault}" / "library-app"
+    if not folder.exists():
+        shutil.copytree(REPO / "manifests" / "library-app", folder)
+        configmap = folder / "configmap.yaml"
+        configmap.write_text(configmap.read_text() + f'  LIBRARY_FAIL: "{fault}"\n')
+    return folder
+
+
+def _journal_state(kube: KubeFleet, cluster: str, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in (kube.dir / ".wavegate" / "runs").glob("*.json"):
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue
+            if data.get("outcome") is None and any(
+                    c["cluster"] == cluster and c["state"] == state for c in data["clusters"]):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{cluster} never reached {state}")
+
+
+@pytest.mark.parametrize(("fault", "phase"), [
+    ("never-ready", "rolling-out"),
+    ("error-5xx", "verifying"),
+    ("", "rolling-back"),  # 2.0.0, the regression, on its way back
+])
+def test_sigkill_in_each_phase_then_resume_applies_the_failure_policy(
+        kube: KubeFleet, fault: str, phase: str) -> None:
+    before = kube.image("prod-0")
+    original = kube.fleet_file.read_text()
+    _set_policy(kube, rollout_timeout="15s", check_timeout="2s")
+    app = str(_variant(kube, fault)) if fault else str(REPO / "manifests" / "library-app")
+    version = "2.0.0" if not fault else "3.0.0"
+    try:
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "wavegate", "deploy", app, "--version", version,
+             "-f", str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _journal_state(kube, "prod-0", phase)
+        deploy.kill()
+        deploy.communicate()
+        resumed = kube.wavegate("resume")
+    finally:
+        kube.fleet_file.write_text(original)
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
+    assert kube.image("prod-0") == before
+    for name in NAMES[1:]:
+        assert f"library-app:{version}" not in kube.replicaset_images(name), name
+    assert all(row["lock"] is None for row in kube.status().values())
