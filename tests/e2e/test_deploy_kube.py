@@ -53,6 +53,14 @@ class KubeFleet:
         return self.wavegate("deploy", str(REPO / "manifests" / "library-app"), "--version",
                              version, "-f", str(self.fleet_file), *extra)
 
+    def start_deploy(self, version: str, app: Path | None = None) -> subprocess.Popen[str]:
+        """A deploy in the background, as a CI job runs it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "wavegate", "deploy",
+             str(app or REPO / "manifests" / "library-app"), "--version", version,
+             "-f", str(self.fleet_file)], cwd=self.dir, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
     def kubectl(self, cluster: str, *args: str) -> str:
         done = subprocess.run(["kubectl", "--kubeconfig", str(self.dir / "kubeconfig"),
                                "--context", cluster, "-n", "library", *args],
@@ -134,11 +142,7 @@ def test_emergency_rollback_of_all_six(kube: KubeFleet) -> None:
 def test_a_second_deploy_while_one_runs_exits_4(kube: KubeFleet) -> None:
     kube.set_bake("canary", "20s")
     try:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "wavegate", "deploy",
-             str(REPO / "manifests" / "library-app"), "--version", "1.2.0", "-f",
-             str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = kube.start_deploy("1.2.0")
         time.sleep(5)
         second = kube.deploy("1.3.0")
         assert second.returncode == 4, second.stderr[-2000:]
@@ -156,11 +160,7 @@ def test_an_api_server_lost_mid_wave_is_named_and_a_later_rollback_finishes(
     before = kube.status()["prod-3"]["live_version"]
     kube.set_bake("canary", "8s")
     try:
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "wavegate", "deploy",
-             str(REPO / "manifests" / "library-app"), "--version", "1.4.0", "-f",
-             str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deploy = kube.start_deploy("1.4.0")
         time.sleep(4)  # the canary is baking: prod-3's API server stops answering
         os.kill(pid, signal.SIGSTOP)
         out, err = deploy.communicate(timeout=400)
@@ -206,11 +206,7 @@ def test_an_approval_gate_pauses_and_promote_continues_from_a_new_process(
 def test_sigkill_mid_bake_then_resume_finishes_on_kubernetes(kube: KubeFleet) -> None:
     kube.set_bake("regions", "30s")
     try:
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "wavegate", "deploy",
-             str(REPO / "manifests" / "library-app"), "--version", "1.6.0", "-f",
-             str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deploy = kube.start_deploy("1.6.0")
         deadline = time.monotonic() + 120
         while kube.image("prod-4") != "library-app:1.6.0" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -292,13 +288,9 @@ def test_sigkill_in_each_phase_then_resume_applies_the_failure_policy(
     before = kube.image("prod-0")
     original = kube.fleet_file.read_text()
     _set_policy(kube, rollout_timeout="15s", check_timeout="2s")
-    app = str(_variant(kube, fault)) if fault else str(REPO / "manifests" / "library-app")
     version = "2.0.0" if not fault else "3.0.0"
     try:
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "wavegate", "deploy", app, "--version", version,
-             "-f", str(kube.fleet_file)], cwd=kube.dir, env=kube.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deploy = kube.start_deploy(version, _variant(kube, fault) if fault else None)
         _journal_state(kube, "prod-0", phase)
         deploy.kill()
         deploy.communicate()

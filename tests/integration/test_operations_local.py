@@ -89,10 +89,12 @@ def test_deploy_inside_a_freeze_is_refused_and_a_rollback_is_not(local_fleet: Lo
     assert set(versions(local_fleet).values()) == {"1.0.0"}
 
 
-def _start_deploy(fleet: LocalFleet, version: str) -> subprocess.Popen[str]:
+def _start_deploy(fleet: LocalFleet, version: str, app: str = "library-app",
+                  *extra: str) -> subprocess.Popen[str]:
+    """A deploy in the background, as a CI job runs it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "wavegate", "deploy", "library-app", "--version", version,
-         "-f", str(fleet.fleet_file)], cwd=fleet.root, env=fleet.env, text=True,
+        [sys.executable, "-m", "wavegate", "deploy", app, "--version", version,
+         "-f", str(fleet.fleet_file), *extra], cwd=fleet.root, env=fleet.env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -217,11 +219,8 @@ def test_sigkill_mid_phase_then_resume_applies_the_failure_policy(
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     edit_fleet(local_fleet, check_interval="2s", check_timeout="2s", rollout_timeout="20s")
     variant = local_fleet.app_variant("bad", configmap_extra=FAULTY)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wavegate", "deploy", str(variant), "--version", "1.1.0",
-         "--set", "leak=", "--set", f"fault={fault}", "-f", str(local_fleet.fleet_file)],
-        cwd=local_fleet.root, env=local_fleet.env, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    process = _start_deploy(local_fleet, "1.1.0", str(variant), "--set", "leak=", "--set",
+                            f"fault={fault}")
     _wait_for_state(local_fleet, "prod-0", phase)
     process.kill()
     process.communicate()
