@@ -6,6 +6,7 @@ Updates re-read the record and retry when the store says it changed underneath, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from wavegate import ledger
@@ -17,9 +18,13 @@ _ATTEMPTS = 3
 
 
 def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
-                  rollback_of: int | None = None, reason: str | None = None) -> Record:
-    """A new `applying` record; unfinished records it replaces become `superseded`."""
-    records = driver.records(release.app)
+                  rollback_of: int | None = None, reason: str | None = None,
+                  records: Sequence[Record] | None = None) -> Record:
+    """A new `applying` record; unfinished records it replaces become `superseded`.
+
+    `records` are the app's records if the caller has just read them (each read of a
+    Kubernetes ledger lists every release Secret)."""
+    records = driver.records(release.app) if records is None else records
     for stale in records:
         if stale.status in (Status.APPLYING, Status.INTERRUPTED):
             mark(driver, release.app, stale.revision, holder=run_id, status=Status.SUPERSEDED)

@@ -205,7 +205,8 @@ class Runner:
         else:
             note = self.options.ignore_windows
             record = ledgerio.open_revision(driver, release, run_id=self.run_id, by=self.by,
-                                            reason=f"windows ignored: {note}" if note else None)
+                                            reason=f"windows ignored: {note}" if note else None,
+                                            records=records)
         self.records[name] = record
         self.report.update(name, revision=record.revision)
         log.info("cluster.applying", run_id=self.run_id, cluster=name,

@@ -16,7 +16,12 @@ from tests.integration.conftest import TOKENS, LocalFleet
 
 pytestmark = pytest.mark.integration
 FAULTY = {"LIBRARY_LEAK": "${leak}", "LIBRARY_FAIL": "${fault}"}
-NOT_CANARY = ("prod-1", "prod-2", "prod-3", "prod-4", "prod-5")
+SEARCH_CHECK = """
+  - name: search shows only member spaces
+    as: alice
+    request: GET /api/search?q=space
+    expect: {status: 200, json_ids: {path: "$.spaces[*].id", subset_of: [space-eng]}}
+"""  # a check written for a leak the default checks never look for
 
 
 def versions_on(fleet: LocalFleet) -> dict[str, str | None]:
@@ -166,12 +171,7 @@ def test_a_leak_through_search_is_stopped_by_a_checks_file_written_for_it(
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     variant = local_fleet.app_variant("searchable", configmap_extra=FAULTY)
     checks = variant / "checks.yaml"
-    checks.write_text(checks.read_text() + """
-  - name: search shows only member spaces
-    as: alice
-    request: GET /api/search?q=space
-    expect: {status: 200, json_ids: {path: "$.spaces[*].id", subset_of: [space-eng]}}
-""")
+    checks.write_text(checks.read_text() + SEARCH_CHECK)
     result = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=search", "--set",
                                 "fault=")
     assert result.code == 1, result.stderr
@@ -270,12 +270,7 @@ def test_continuous_check_with_a_new_check_catches_a_live_leak_and_rolls_back(
     out = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=search", "--set", "fault=")
     assert out.code == 0, out.stderr
     checks = variant / "checks.yaml"
-    checks.write_text(checks.read_text() + """
-  - name: search shows only member spaces
-    as: alice
-    request: GET /api/search?q=space
-    expect: {status: 200, json_ids: {path: "$.spaces[*].id", subset_of: [space-eng]}}
-""")
+    checks.write_text(checks.read_text() + SEARCH_CHECK)
     caught = local_fleet.wavegate("check", str(variant), "--every", "1s", "--rollback-on-fail",
                                   "-f", str(local_fleet.fleet_file))
     assert caught.code == 1, caught.stderr

@@ -194,13 +194,7 @@ class Agent:
         suffix = "".join(self._rng.choices(string.ascii_lowercase + string.digits, k=5))
         name = f"{dep.manifest.name}-{dep.template_hash}-{suffix}"
         readiness = dep.container.readiness
-        probe: pods.Probe | None = None
-        if readiness is not None:
-            probe = (
-                pods.TcpProbe(readiness.port)
-                if readiness.path is None
-                else pods.HttpProbe(readiness.port, readiness.path)
-            )
+        probe = pods.readiness_probe(readiness.port, readiness.path) if readiness else None
         spec = pods.PodSpec(
             name=name,
             argv=tuple(command),

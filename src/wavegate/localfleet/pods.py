@@ -67,6 +67,11 @@ class TcpProbe:
 Probe = HttpProbe | TcpProbe
 
 
+def readiness_probe(port: int, path: str | None) -> Probe:
+    """A readinessProbe as the runner runs it: httpGet when it has a path, else a TCP connect."""
+    return TcpProbe(port) if path is None else HttpProbe(port, path)
+
+
 @dataclass(frozen=True)
 class PodSpec:
     """What to run. `env` is the whole environment of the process but HOST and PORT."""

@@ -116,13 +116,7 @@ def pod_spec(
 ) -> pods.PodSpec:
     """What the Runner runs for a pod: its argv and env, its first port, its readinessProbe."""
     readiness = container.readiness
-    probe: pods.Probe | None = None
-    if readiness is not None:
-        probe = (
-            pods.TcpProbe(readiness.port)
-            if readiness.path is None
-            else pods.HttpProbe(readiness.port, readiness.path)
-        )
+    probe = pods.readiness_probe(readiness.port, readiness.path) if readiness else None
     return pods.PodSpec(
         name=key,
         argv=tuple(argv),
