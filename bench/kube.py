@@ -27,11 +27,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from wavegate import app as apps  # noqa: E402
-from wavegate import deploy, logs, rollback, runs  # noqa: E402
 from wavegate.clock import SystemClock  # noqa: E402
-from wavegate.fleet import Fleet, load  # noqa: E402
-from wavegate.report import RunReport  # noqa: E402
+from wavegate.config import app as apps  # noqa: E402
+from wavegate.config.fleet import Fleet, load  # noqa: E402
+from wavegate.engine import deploy, rollback  # noqa: E402
+from wavegate.engine import session as runs  # noqa: E402
+from wavegate.outputs import logs  # noqa: E402
+from wavegate.outputs.report import RunReport  # noqa: E402
 from wavegate.sandbox import kubefleet  # noqa: E402
 
 

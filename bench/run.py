@@ -24,11 +24,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from wavegate import app as apps  # noqa: E402
-from wavegate import checks, credentials, deploy, fleetctl, logs, runs, verify  # noqa: E402
 from wavegate.clock import SystemClock  # noqa: E402
-from wavegate.fleet import Fleet, Wave, load  # noqa: E402
-from wavegate.report import RunReport  # noqa: E402
+from wavegate.config import app as apps  # noqa: E402
+from wavegate.config import checks, credentials  # noqa: E402
+from wavegate.config.fleet import Fleet, Wave, load  # noqa: E402
+from wavegate.engine import deploy, probes  # noqa: E402
+from wavegate.engine import local_fleet as fleetctl  # noqa: E402
+from wavegate.engine import session as runs  # noqa: E402
+from wavegate.outputs import logs  # noqa: E402
+from wavegate.outputs.report import RunReport  # noqa: E402
 
 
 class Timeline:
@@ -67,7 +71,7 @@ def round_time(fleet: Fleet, app: apps.App, version: str) -> float:
     release = app.render(fleet.cluster("prod-0"), version)
     suite = checks.load(release.checks, app.path / "checks.yaml")
     started = time.monotonic()
-    verify.run_round(driver.endpoint(), suite, credentials.resolve(suite), deadline=5.0)
+    probes.run_round(driver.endpoint(), suite, credentials.resolve(suite), deadline=5.0)
     return time.monotonic() - started
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from library_app.server import LibraryServer, make_server
-from wavegate.app import Release
+from wavegate.config.app import Release
+from wavegate.config.fleet import Cluster
+from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Conflict, Lock, RolloutFailed
 from wavegate.errors import DriverError, LockHeld, Preempted
-from wavegate.fleet import Cluster
-from wavegate.ledger import Record
 
 
 class FakeClock:

@@ -20,16 +20,20 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from wavegate import app as apps
-from wavegate import deploy as deploys
-from wavegate import durations, fleetctl, journal, livecheck, logs, runs
-from wavegate import fleet as fleets
-from wavegate import plan as plans
-from wavegate import rollback as rollbacks
-from wavegate import status as statuses
 from wavegate.clock import SystemClock
+from wavegate.config import app as apps
+from wavegate.config import durations
+from wavegate.config import fleet as fleets
+from wavegate.engine import deploy as deploys
+from wavegate.engine import live_checks as livecheck
+from wavegate.engine import local_fleet as fleetctl
+from wavegate.engine import plan as plans
+from wavegate.engine import rollback as rollbacks
+from wavegate.engine import session as runs
+from wavegate.engine import status as statuses
+from wavegate.engine.runner import Options
 from wavegate.errors import EXIT_NEEDS_HUMAN, EXIT_ROLLED_BACK, InputError, WavegateError
-from wavegate.runner import Options
+from wavegate.outputs import journal, logs
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger(__name__)
@@ -198,7 +202,7 @@ def _resume(context: click.Context, run_id: str, report_path: Path | None, *,
         holder["report"] = report
         return code
 
-    from wavegate.report import RunReport
+    from wavegate.outputs.report import RunReport
 
     placeholder = RunReport(run_id=run_id, app="", version=None, command="resume")
     return _run_with_report(context, placeholder, report_path, action, live=False,
@@ -286,7 +290,7 @@ def _drivers(fleet: fleets.Fleet, names: list[str] | None = None) -> dict[str, A
 def _run_with_report(context: click.Context, report: Any, report_path: Path | None,
                      action: Callable[[], int], junit_path: Path | None = None, *,
                      live: bool = True, final: Callable[[], Any] | None = None) -> int:
-    from wavegate.display import LiveTable
+    from wavegate.outputs.display import LiveTable
 
     interactive = context.obj["interactive"] and live
     if interactive:
@@ -313,7 +317,7 @@ def _input_error_report(path: Path | None, run_id: str, app: str, version: str,
                         error: InputError) -> None:
     if path is None:
         return
-    from wavegate.report import RunReport
+    from wavegate.outputs.report import RunReport
 
     report = RunReport(run_id=run_id, app=Path(app).name, version=version, command="deploy")
     report.finish(outcome="bad-input", exit_code=error.exit_code, message=str(error))
@@ -473,7 +477,6 @@ def completion(shell: str) -> None:
 @_fail_cleanly
 def demo(keep: bool) -> int:
     """The incident, replayed and stopped: 2.0.0 leaks Spaces; the canary catches it."""
-    from wavegate import demo as demos
-
+    from wavegate.commands import demo as demos
     logs.quiet()  # the story is the output; warnings and errors still show
     return demos.run(echo=click.echo, keep=keep)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import sandbox_binaries
-from wavegate.fleet import load
+from wavegate.config.fleet import load
 from wavegate.sandbox import kubefleet
 
 pytestmark = pytest.mark.e2e

@@ -33,13 +33,13 @@ from kubernetes import client, config
 from structlog.testing import capture_logs
 
 from tests.e2e.conftest import sandbox_binaries
-from wavegate import fleet
-from wavegate.app import APP_LABEL, MANAGED_BY, App, Release
+from wavegate.config import fleet
+from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release
+from wavegate.config.fleet import Cluster
+from wavegate.decide.ledger import Record, Status
 from wavegate.drivers.base import Conflict, RolloutFailed
 from wavegate.drivers.kubernetes import KubernetesDriver
 from wavegate.errors import EXIT_LOCKED, EXIT_NEEDS_HUMAN, DriverError, LockHeld, Preempted
-from wavegate.fleet import Cluster
-from wavegate.ledger import Record, Status
 from wavegate.sandbox import controlplane, kubefleet
 
 pytestmark = pytest.mark.e2e

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from kubernetes import client, config, watch
 
-from wavegate import fleet
-from wavegate.app import App
+from wavegate.config import fleet
+from wavegate.config.app import App
 from wavegate.localfleet import pods
 from wavegate.sandbox import controlplane, kubefleet, nodeagent
 

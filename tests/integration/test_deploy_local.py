@@ -126,8 +126,8 @@ def test_rollback_all_takes_every_cluster_back_in_parallel(local_fleet: LocalFle
 def test_second_deploy_while_the_lock_is_held_exits_4_naming_the_holder(
         local_fleet: LocalFleet) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    from wavegate.config.fleet import load
     from wavegate.drivers.local import LocalDriver
-    from wavegate.fleet import load
 
     fleet = load(local_fleet.fleet_file)
     assert fleet.local is not None

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from wavegate import app, checks, templates
-from wavegate.checks import Expect
+from wavegate.config import app, checks, templates
+from wavegate.config.checks import Expect
+from wavegate.config.fleet import Cluster
 from wavegate.errors import EXIT_BAD_INPUT, InputError
-from wavegate.fleet import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY_APP = REPO / "manifests" / "library-app"

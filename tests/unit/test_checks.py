@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wavegate import checks, credentials, redact
-from wavegate.checks import Allowed, Denied, Expect, JsonIds, Request
+from wavegate import redact
+from wavegate.config import checks, credentials
+from wavegate.config.checks import Allowed, Denied, Expect, JsonIds, Request
 from wavegate.errors import EXIT_BAD_INPUT, InputError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wavegate import durations, fleet, windows
+from wavegate.config import durations, fleet, windows
 from wavegate.errors import EXIT_BAD_INPUT, InputError
 
 REPO = Path(__file__).resolve().parents[2]

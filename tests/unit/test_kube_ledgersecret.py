@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from wavegate.app import Release
+from wavegate.config.app import Release
+from wavegate.decide.ledger import Counts, Record, Status
 from wavegate.kube import ledgersecret
-from wavegate.ledger import Counts, Record, Status
 
 RECORD = Record(app="library-app", cluster="prod-0", revision=7, version="1.2.0",
                 status=Status.APPLYING, run_id="run-1", by="ci",

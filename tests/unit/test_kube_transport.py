@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from wavegate.config.fleet import Cluster
 from wavegate.drivers import kubernetes as driver
 from wavegate.errors import EXIT_NEEDS_HUMAN, DriverError
-from wavegate.fleet import Cluster
 from wavegate.kube import retry
 from wavegate.kube.apierrors import Action, ApiError, Unreachable
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
+from wavegate.config.fleet import Cluster
 from wavegate.drivers import kubernetes as driver
 from wavegate.errors import DriverError
-from wavegate.fleet import Cluster
 from wavegate.kube.apierrors import Action, ApiError, Unreachable
 
 CLUSTER = Cluster(name="prod-0", region="r", driver="kubernetes", namespace="library",

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from wavegate import ledger
-from wavegate.ledger import Counts, Record, Status
+from wavegate.decide import ledger
+from wavegate.decide.ledger import Counts, Record, Status
 
 
 def history(text: str) -> list[Record]:

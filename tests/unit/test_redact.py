@@ -14,7 +14,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from wavegate import logs, redact
+from wavegate import redact
+from wavegate.outputs import logs
 from wavegate.redact import MASK
 
 

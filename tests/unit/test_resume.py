@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from wavegate.fleet import Policy, Wave
-from wavegate.ledger import Record, Status
-from wavegate.resume import cluster_state, observed_from_ledgers
-from wavegate.rollout import Ending, Plan, State, decide
+from wavegate.config.fleet import Policy, Wave
+from wavegate.decide.ledger import Record, Status
+from wavegate.decide.rebuild import cluster_state, observed_from_ledgers
+from wavegate.decide.rollout import Ending, Plan, State, decide
 
 RUN = "run-7"
 
@@ -73,7 +73,7 @@ def test_a_run_whose_rollback_had_finished_just_ends() -> None:
 def test_a_closed_window_pauses_before_the_next_wave_never_inside_one() -> None:
     from dataclasses import replace
 
-    from wavegate.rollout import ClusterStatus, Observed
+    from wavegate.decide.rollout import ClusterStatus, Observed
 
     closed = Observed({"prod-0": ClusterStatus(State.VERIFIED), "prod-1": ClusterStatus()},
                       window_open=False)
@@ -85,7 +85,7 @@ def test_a_closed_window_pauses_before_the_next_wave_never_inside_one() -> None:
 
 
 def test_a_gated_wave_pauses_unless_approved() -> None:
-    from wavegate.rollout import ClusterStatus, Observed
+    from wavegate.decide.rollout import ClusterStatus, Observed
 
     gated = Plan(WAVES, Policy(check_interval=1.0, approval=("rest",)))
     seen = Observed({"prod-0": ClusterStatus(State.VERIFIED), "prod-1": ClusterStatus()})

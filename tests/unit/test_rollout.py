@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from wavegate import rollout
-from wavegate.fleet import Policy, Wave
-from wavegate.rollout import (
+from wavegate.config.fleet import Policy, Wave
+from wavegate.decide import rollout
+from wavegate.decide.rollout import (
     ClusterStatus,
     Decision,
     Ending,
@@ -32,7 +32,7 @@ from wavegate.rollout import (
     with_state,
     with_wave_verified,
 )
-from wavegate.verdict import Outcome
+from wavegate.decide.verdict import Outcome
 
 P, APPLYING, ROLLING_OUT, VERIFYING = (State.PENDING, State.APPLYING, State.ROLLING_OUT,
                                        State.VERIFYING)

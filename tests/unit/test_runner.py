@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeClock, FakeCluster, FakeDriver
-from wavegate import checks, credentials, deploy, ledger
-from wavegate.app import App
+from wavegate.config import checks, credentials
+from wavegate.config.app import App
+from wavegate.config.fleet import Cluster, Fleet, Policy, Wave
+from wavegate.decide import ledger
+from wavegate.decide.ledger import Status
+from wavegate.engine import deploy
+from wavegate.engine.runner import Target
 from wavegate.errors import EXIT_LOCKED, EXIT_NEEDS_HUMAN, EXIT_OK, EXIT_ROLLED_BACK, LockHeld
-from wavegate.fleet import Cluster, Fleet, Policy, Wave
-from wavegate.ledger import Status
-from wavegate.runner import Target
 
 APP = Path(__file__).parents[2] / "manifests" / "library-app"
 TOKENS = {"LIBRARY_TOKEN_ALICE": "alice-secret-token-1", "LIBRARY_TOKEN_BOB": "bob-secret-token-2",

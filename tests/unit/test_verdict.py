@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from wavegate import jsonpath
-from wavegate.checks import Allowed, Denied, Expect, JsonIds, Principal, Probe, Request
-from wavegate.verdict import Outcome, Response, TransportError, Verdict, judge
+from wavegate.config import jsonpath
+from wavegate.config.checks import Allowed, Denied, Expect, JsonIds, Principal, Probe, Request
+from wavegate.decide.verdict import Outcome, Response, TransportError, Verdict, judge
 
 ALICE = Principal("alice", token_env="T_ALICE")
 BOB_FILE = Principal("bob", token_file=Path("/run/secrets/bob.token"))

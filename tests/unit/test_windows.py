@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from wavegate.windows import allows, next_opening, parse_allow, parse_freeze
+from wavegate.config.windows import allows, next_opening, parse_allow, parse_freeze
 
 OFFICE = (parse_allow("Mon-Thu 08:00-16:00 Europe/Amsterdam"),)
 XMAS = (parse_freeze("2026-12-20/2027-01-05"),)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from wavegate.config.fleet import Cluster, Fleet
 from wavegate.drivers.base import Driver
-from wavegate.fleet import Cluster, Fleet
 
 
 def for_cluster(fleet: Fleet, cluster: Cluster) -> Driver:

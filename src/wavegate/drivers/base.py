@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from wavegate.app import Release
+from wavegate.config.app import Release
+from wavegate.config.fleet import Cluster
+from wavegate.decide.ledger import Record
 from wavegate.errors import WavegateError
-from wavegate.fleet import Cluster
-from wavegate.ledger import Record
 
 
 class RolloutFailed(WavegateError):

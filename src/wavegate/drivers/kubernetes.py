@@ -49,10 +49,12 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from wavegate import __version__, redact
-from wavegate.app import Manifest, Release
+from wavegate.config.app import Manifest, Release
+from wavegate.config.fleet import Cluster
+from wavegate.decide import workloads
+from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Conflict, Lock, RolloutFailed
 from wavegate.errors import DriverError, LockHeld, Preempted
-from wavegate.fleet import Cluster
 from wavegate.kube import (
     apierrors,
     kinds,
@@ -62,10 +64,8 @@ from wavegate.kube import (
     normalize,
     preview,
     retry,
-    rollout,
 )
 from wavegate.kube.apierrors import Action, ApiError, Unreachable
-from wavegate.ledger import Record
 
 log = structlog.get_logger(__name__)
 
@@ -440,7 +440,7 @@ class _Rollout:
                 watch.stop()
 
     def _watches(self, workload: dict[str, Any], events: queue.Queue[Event]) -> list[_Watch]:
-        selector = rollout.label_selector((workload.get("spec") or {}).get("selector") or {})
+        selector = workloads.label_selector((workload.get("spec") or {}).get("selector") or {})
         return [
             _Watch(self.api, self.resource.path(self.namespace), tag="workload", events=events,
                    query={"fieldSelector": f"metadata.name={self.name}"},
@@ -472,7 +472,7 @@ class _Rollout:
 
     def _judged(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> bool:
         """True once rolled out; RolloutFailed once it cannot be."""
-        verdict = rollout.judge(self.resource.kind, workload)
+        verdict = workloads.judge(self.resource.kind, workload)
         self.progress = verdict.progress
         if verdict.failure:
             raise RolloutFailed(f"{self.what}: {verdict.failure}")
@@ -486,26 +486,26 @@ class _Rollout:
     def _hint(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> str:
         """Why a new pod is not running yet, if one says: ` (pod x: ErrImagePull: ...)`."""
         for pod in pods.values():
-            waiting = rollout.pod_waiting(pod)
+            waiting = workloads.pod_waiting(pod)
             if waiting and self._current(workload, pod):
                 return f" ({apierrors.one_line(waiting)})"
         return ""
 
     def _crashing(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> str | None:
-        if not rollout.observed(workload):
+        if not workloads.observed(workload):
             return None  # which pods are new is known only once the controller saw the spec
         for pod in pods.values():
-            problem = rollout.pod_problem(pod)
+            problem = workloads.pod_problem(pod)
             if problem and self._current(workload, pod):
                 return problem
         return None
 
     def _current(self, workload: dict[str, Any], pod: dict[str, Any]) -> bool:
         revision = None
-        owner = rollout.owner(pod)
+        owner = workloads.owner(pod)
         if self.resource.kind == "Deployment" and owner and owner[0] == "ReplicaSet":
             revision = self._replica_set_revision(owner[1])
-        return rollout.is_current(self.resource.kind, workload, pod,
+        return workloads.is_current(self.resource.kind, workload, pod,
                                   replica_set_revision=revision)
 
     def _replica_set_revision(self, name: str) -> str | None:
@@ -517,7 +517,7 @@ class _Rollout:
             except ApiError:
                 found = {}
             annotations = (found.get("metadata") or {}).get("annotations") or {}
-            self._revisions[name] = annotations.get(rollout.REVISION_ANNOTATION)
+            self._revisions[name] = annotations.get(workloads.REVISION_ANNOTATION)
         return self._revisions[name]
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from wavegate import filestore
-from wavegate.app import APP_LABEL, Manifest, Release
+from wavegate.config.app import APP_LABEL, Manifest, Release
+from wavegate.config.fleet import Cluster, LocalFleet
+from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Conflict, Lock, RolloutFailed
 from wavegate.errors import DriverError, InputError, LockHeld, Preempted
-from wavegate.fleet import Cluster, LocalFleet
-from wavegate.ledger import Record
 from wavegate.localfleet import supervisor
 
 _POLL = 0.05

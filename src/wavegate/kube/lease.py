@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from wavegate.app import APP_LABEL, MANAGED_BY
+from wavegate.config.app import APP_LABEL, MANAGED_BY
 from wavegate.errors import LockHeld
 
 

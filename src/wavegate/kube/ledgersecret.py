@@ -15,8 +15,8 @@ import gzip
 import json
 from typing import Any
 
-from wavegate.app import APP_LABEL, MANAGED_BY, Release
-from wavegate.ledger import Record
+from wavegate.config.app import APP_LABEL, MANAGED_BY, Release
+from wavegate.decide.ledger import Record
 
 TYPE = "wavegate.dev/release"
 REVISION_LABEL = "wavegate.dev/revision"

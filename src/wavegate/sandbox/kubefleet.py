@@ -39,13 +39,13 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
-from wavegate import durations, templates
+from wavegate.config import durations, templates
+from wavegate.config.fleet import Cluster, Fleet, LocalFleet, Policy
+from wavegate.config.yamlsource import parse_all
 from wavegate.drivers.local import secret_objects
 from wavegate.errors import InputError
-from wavegate.fleet import Cluster, Fleet, LocalFleet, Policy
 from wavegate.sandbox import controlplane
 from wavegate.sandbox.controlplane import SandboxError
-from wavegate.yamlsource import parse_all
 
 __all__ = ["DEFAULT_RBAC", "down", "fleet_document", "grant_user", "up"]
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wavegate import schema, windows
-from wavegate.yamlsource import FieldPath, Source
-from wavegate.yamlsource import load as load_yaml
+from wavegate.config import fields as schema
+from wavegate.config import windows
+from wavegate.config.yamlsource import FieldPath, Source
+from wavegate.config.yamlsource import load as load_yaml
 
 DRIVERS = ("kubernetes", "local")
 ON_FAILURE = ("rollback-release", "rollback-failed", "halt")

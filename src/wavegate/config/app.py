@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from wavegate import checks, templates
+from wavegate.config import checks, templates
+from wavegate.config.fleet import Cluster
+from wavegate.config.yamlsource import parse_all
 from wavegate.errors import InputError
-from wavegate.fleet import Cluster
-from wavegate.yamlsource import parse_all
 
 CHECKS_FILE = "checks.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 
 from wavegate import redact
-from wavegate.checks import Principal, Suite
+from wavegate.config.checks import Principal, Suite
 from wavegate.errors import InputError
 
 Tokens = Mapping[str, str | None]  # principal name -> token (None: sends none)

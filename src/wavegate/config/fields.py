@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from wavegate import durations
-from wavegate.yamlsource import FieldPath, Source
+from wavegate.config import durations
+from wavegate.config.yamlsource import FieldPath, Source
 
 
 def mapping(

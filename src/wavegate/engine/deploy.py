@@ -13,21 +13,24 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from wavegate import checks, credentials, drivers, journal, notify, windows
-from wavegate import resume as rebuild
-from wavegate.app import CHECKS_FILE, App
+from wavegate import drivers
 from wavegate.clock import Clock
+from wavegate.config import checks, credentials, windows
+from wavegate.config.app import CHECKS_FILE, App
+from wavegate.config.fleet import Fleet
+from wavegate.config.fleet import load as load_fleet
+from wavegate.decide import rebuild
+from wavegate.decide.ledger import Status
+from wavegate.decide.rollout import Ending
 from wavegate.drivers.local import secret_objects
+from wavegate.engine import notify
+from wavegate.engine.locks import Locks
+from wavegate.engine.notify import Notifier
+from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
+from wavegate.engine.session import connect, stop_on_signals
 from wavegate.errors import EXIT_LOCKED, InputError, LockHeld
-from wavegate.fleet import Fleet
-from wavegate.fleet import load as load_fleet
-from wavegate.ledger import Status
-from wavegate.locks import Locks
-from wavegate.notify import Notifier
-from wavegate.report import RunReport
-from wavegate.rollout import Ending
-from wavegate.runner import EXIT_CODES, Options, Runner, Target
-from wavegate.runs import connect, stop_on_signals
+from wavegate.outputs import journal
+from wavegate.outputs.report import RunReport
 
 
 @dataclass(frozen=True)

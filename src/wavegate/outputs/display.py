@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from wavegate.report import RunReport
+from wavegate.outputs.report import RunReport
 
 _STYLES = {
     "verified": "green", "baking": "cyan", "verifying": "cyan", "rolling-out": "yellow",

@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from wavegate import checks, credentials, ledger, verify
-from wavegate.app import CHECKS_FILE, App
+from wavegate.config import checks, credentials
+from wavegate.config.app import CHECKS_FILE, App
+from wavegate.config.fleet import Policy
+from wavegate.decide import ledger
+from wavegate.decide.verdict import Outcome
 from wavegate.drivers.base import Driver
+from wavegate.engine import probes as verify
 from wavegate.errors import DriverError
-from wavegate.fleet import Policy
-from wavegate.verdict import Outcome
 
 
 def check_all(app: str, live: dict[str, Driver], policy: Policy,

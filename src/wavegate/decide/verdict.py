@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from wavegate import jsonpath
-from wavegate.checks import DENIAL_STATUSES, Allowed, Denied, Expect, Probe
+from wavegate.config import jsonpath
+from wavegate.config.checks import DENIAL_STATUSES, Allowed, Denied, Expect, Probe
 
 
 class Outcome(StrEnum):

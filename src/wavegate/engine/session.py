@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from wavegate import drivers, junit, summary
+from wavegate import drivers
+from wavegate.config.fleet import Fleet
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError, InputError
-from wavegate.fleet import Fleet
-from wavegate.report import RUNS_DIR, RunReport
+from wavegate.outputs import junit, summary
+from wavegate.outputs.report import RUNS_DIR, RunReport
 
 
 def new_run_id() -> str:

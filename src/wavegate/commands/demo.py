@@ -16,14 +16,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from wavegate import app as apps
-from wavegate import deploy, fleetctl, runs, status
 from wavegate.clock import SystemClock
-from wavegate.display import table
+from wavegate.config import app as apps
+from wavegate.config.fleet import Fleet
+from wavegate.config.fleet import load as load_fleet
+from wavegate.engine import deploy, status
+from wavegate.engine import local_fleet as fleetctl
+from wavegate.engine import session as runs
 from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
-from wavegate.fleet import Fleet
-from wavegate.fleet import load as load_fleet
-from wavegate.report import RunReport
+from wavegate.outputs.display import table
+from wavegate.outputs.report import RunReport
 
 GOOD, BAD = "1.0.0", "2.0.0"
 TOKEN_VARIABLES = ("LIBRARY_TOKEN_ALICE", "LIBRARY_TOKEN_BOB", "LIBRARY_TOKEN_CAROL")

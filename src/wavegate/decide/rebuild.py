@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from wavegate import ledger
-from wavegate.fleet import Wave
-from wavegate.ledger import Record, Status
-from wavegate.rollout import ClusterStatus, Observed, State
+from wavegate.config.fleet import Wave
+from wavegate.decide import ledger
+from wavegate.decide.ledger import Record, Status
+from wavegate.decide.rollout import ClusterStatus, Observed, State
 
 
 def observed_from_ledgers(

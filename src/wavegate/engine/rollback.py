@@ -11,13 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from wavegate import ledger, restore
 from wavegate.clock import Clock
+from wavegate.config.fleet import Fleet
+from wavegate.decide import ledger
 from wavegate.drivers.base import Driver
+from wavegate.engine import restore
+from wavegate.engine.locks import Locks
 from wavegate.errors import EXIT_NEEDS_HUMAN, EXIT_OK, DriverError
-from wavegate.fleet import Fleet
-from wavegate.locks import Locks
-from wavegate.report import RunReport
+from wavegate.outputs.report import RunReport
 
 log = structlog.get_logger(__name__)
 

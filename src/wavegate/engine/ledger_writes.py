@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from wavegate import ledger
-from wavegate.app import Release
+from wavegate.config.app import Release
+from wavegate.decide import ledger
+from wavegate.decide.ledger import Record, Status
 from wavegate.drivers.base import Conflict, Driver
-from wavegate.ledger import Record, Status
 
 _ATTEMPTS = 3
 

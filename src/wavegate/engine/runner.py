@@ -18,11 +18,19 @@ from typing import Any
 
 import structlog
 
-from wavegate import durations, ledger, ledgerio, restore, rollout, verify, windows
-from wavegate.app import Release
-from wavegate.checks import Suite
 from wavegate.clock import Clock
+from wavegate.config import durations, windows
+from wavegate.config.app import Release
+from wavegate.config.checks import Suite
+from wavegate.config.fleet import Fleet
+from wavegate.decide import ledger, rollout
+from wavegate.decide.ledger import Record, Status
+from wavegate.decide.rollout import Decision, Ending, Observed, State
 from wavegate.drivers.base import Driver, RolloutFailed
+from wavegate.engine import ledger_writes as ledgerio
+from wavegate.engine import probes as verify
+from wavegate.engine import restore
+from wavegate.engine.notify import Notifier
 from wavegate.errors import (
     EXIT_LOCKED,
     EXIT_NEEDS_HUMAN,
@@ -32,11 +40,7 @@ from wavegate.errors import (
     DriverError,
     Preempted,
 )
-from wavegate.fleet import Fleet
-from wavegate.ledger import Record, Status
-from wavegate.notify import Notifier
-from wavegate.report import RunReport
-from wavegate.rollout import Decision, Ending, Observed, State
+from wavegate.outputs.report import RunReport
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wavegate.errors import InputError
-from wavegate.report import RUNS_DIR
+from wavegate.outputs.report import RUNS_DIR
 
 UNFINISHED = (None, "paused", "interrupted")
 

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wavegate import ledger, redact
+from wavegate import redact
+from wavegate.decide import ledger
 
 RUNS_DIR = Path(".wavegate/runs")
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from wavegate.fleet import Policy, Wave
-from wavegate.verdict import Outcome
+from wavegate.config.fleet import Policy, Wave
+from wavegate.decide.verdict import Outcome
 
 
 class State(StrEnum):

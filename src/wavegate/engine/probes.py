@@ -18,11 +18,11 @@ import httpx
 import structlog
 import tenacity
 
-from wavegate import ledger, rollout
-from wavegate.checks import Probe, Suite
 from wavegate.clock import Clock
-from wavegate.fleet import Policy
-from wavegate.verdict import Outcome, Response, TransportError, Verdict, judge
+from wavegate.config.checks import Probe, Suite
+from wavegate.config.fleet import Policy
+from wavegate.decide import ledger, rollout
+from wavegate.decide.verdict import Outcome, Response, TransportError, Verdict, judge
 
 log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from wavegate import ledger
+from wavegate.decide import ledger
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError
 

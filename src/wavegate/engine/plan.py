@@ -12,10 +12,11 @@ from typing import Any
 
 import yaml
 
-from wavegate import durations, ledger
-from wavegate.app import Release
+from wavegate.config import durations
+from wavegate.config.app import Release
+from wavegate.config.fleet import Fleet
+from wavegate.decide import ledger
 from wavegate.drivers.base import Driver
-from wavegate.fleet import Fleet
 
 
 def plan(fleet: Fleet, releases: dict[str, Release], live: dict[str, Driver]) -> dict[str, Any]:

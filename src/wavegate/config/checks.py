@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wavegate import schema
-from wavegate.yamlsource import FieldPath, Source, parse
+from wavegate.config import fields as schema
+from wavegate.config.yamlsource import FieldPath, Source, parse
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SEVERITIES = ("security", "functional")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wavegate.kube import rollout
+from wavegate.decide import workloads as rollout
 
 
 def deployment(*, generation: int = 2, observed: int = 2, desired: int = 3, replicas: int = 3,

@@ -17,9 +17,10 @@ import httpx
 import structlog
 import tenacity
 
-from wavegate import ledger, redact
+from wavegate import redact
+from wavegate.config.fleet import Fleet
+from wavegate.decide import ledger
 from wavegate.errors import InputError
-from wavegate.fleet import Fleet
 
 log = structlog.get_logger(__name__)
 DRAIN_SECONDS = 5.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from wavegate.config.fleet import Fleet
 from wavegate.drivers.local import LocalDriver
 from wavegate.errors import InputError
-from wavegate.fleet import Fleet
 from wavegate.localfleet import supervisor
 
 

@@ -1,0 +1,1 @@
+"""Where a command starts: each module is one `wavegate` subcommand (parse, call, print)."""
