@@ -3,6 +3,12 @@
 Pure: parsing, "is this moment allowed", and "when is the next allowed moment". Freeze dates
 are read in the time zone of the first allow window (UTC when there is none), the zone the
 release team thinks in. A rollback is never held by a window; that is the callers' rule.
+
+An allow window whose end is not after its start runs overnight: `Mon-Fri 22:00-02:00 UTC`
+opens on the days named at 22:00 and closes at 02:00 the next morning (so Friday's runs into
+Saturday, and Monday 00:00-02:00 belongs to Sunday, which is not named). Times are wall-clock
+times in the window's zone, so across a daylight-saving change a window closes at the local
+hour written, however many real hours that makes.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ def parse_allow(text: str) -> Allow:
         zone = ZoneInfo(match["tz"])
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {match['tz']!r}") from None
-    return Allow(_weekdays(match["days"]), _time(match["start"]), _time(match["end"]), zone)
+    start, end = _time(match["start"]), _time(match["end"])
+    if start == end:
+        raise ValueError(f"a window that starts when it ends is empty: {text!r}")
+    return Allow(_weekdays(match["days"]), start, end, zone)
 
 
 def parse_freeze(text: str) -> Freeze:
@@ -107,4 +116,9 @@ def next_opening(allow: tuple[Allow, ...], freeze: tuple[Freeze, ...],
 
 def _inside(window: Allow, at: datetime) -> bool:
     local = at.astimezone(window.zone)
-    return local.weekday() in window.weekdays and window.start <= local.time() < window.end
+    day, moment = local.weekday(), local.time()
+    if window.start < window.end:
+        return day in window.weekdays and window.start <= moment < window.end
+    # Overnight: the evening of a named day, or the small hours after one.
+    return ((day in window.weekdays and moment >= window.start)
+            or ((day - 1) % 7 in window.weekdays and moment < window.end))
