@@ -148,6 +148,9 @@ BROKEN = [
         "policy.max_check_errors", "expected a whole number >= 1, got 0",
         id="max-check-errors-0"),
     pytest.param(
+        [("  check_interval: 30s\n", "  check_interval: 30s\n  history: 0  # <-\n")],
+        "policy.history", "expected a whole number >= 1, got 0", id="history-0"),
+    pytest.param(
         [("  check_interval: 30s\n", "  check_interval: 0s  # <-\n")],
         "policy.check_interval", "must be longer than zero", id="check-interval-0"),
     pytest.param(
@@ -345,6 +348,12 @@ def test_fleet_defaults_when_policy_and_bake_are_left_out(tmp_path: Path) -> Non
     assert loaded.waves[0].bake == 0.0
     assert loaded.policy == fleet.Policy()
     assert (loaded.policy.on_failure, loaded.policy.max_check_errors) == ("rollback-release", 3)
+    assert loaded.policy.history == 10
+
+
+def test_policy_history_sets_how_many_revisions_a_ledger_keeps(tmp_path: Path) -> None:
+    text = edit(("  check_interval: 30s\n", "  check_interval: 30s\n  history: 3\n"))
+    assert fleet.load(write(tmp_path, text)).policy.history == 3
 
 
 def test_relative_paths_resolve_against_the_fleet_file_not_the_cwd(

@@ -68,6 +68,7 @@ class Policy:
     watch: float = 0.0
     approval: tuple[str, ...] = ()
     windows: Windows = Windows()
+    history: int = 10  # ledger revisions kept per cluster and app
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def _policy(value: Any, wave_names: set[str], source: Source) -> Policy:
     path: FieldPath = ("policy",)
     raw = schema.mapping(value, path, source, allowed=(
         "on_failure", "check_interval", "check_timeout", "max_check_errors", "rollout_timeout",
-        "watch", "approval", "windows"))
+        "watch", "approval", "windows", "history"))
     default = Policy()
     approval = schema.strings(raw.get("approval", []), path + ("approval",), source)
     for index, name in enumerate(approval):
@@ -280,6 +281,8 @@ def _policy(value: Any, wave_names: set[str], source: Source) -> Policy:
         watch=schema.duration(raw.get("watch", 0), path + ("watch",), source),
         approval=approval,
         windows=_windows(raw.get("windows", {}), source),
+        history=schema.integer(raw.get("history", default.history), path + ("history",),
+                               source, minimum=1),
     )
 
 
