@@ -17,7 +17,7 @@ import yaml
 
 from wavegate.config import checks, templates
 from wavegate.config.fleet import Cluster
-from wavegate.config.yamlsource import parse_all
+from wavegate.config.yamlsource import parse_all, read_text
 from wavegate.errors import InputError
 
 CHECKS_FILE = "checks.yaml"
@@ -60,8 +60,8 @@ class App:
         if not checks.is_file():
             raise InputError(f"app folder has no {CHECKS_FILE}", file=path)
         return cls(name=path.name, path=path,
-                   templates={p.name: p.read_text(encoding="utf-8") for p in files},
-                   checks_source=checks.read_text(encoding="utf-8"))
+                   templates={p.name: read_text(p) for p in files},
+                   checks_source=read_text(checks))
 
     def variables(self, cluster: Cluster, version: str,
                   overrides: Mapping[str, str]) -> dict[str, str]:
@@ -80,7 +80,7 @@ class App:
         manifests: list[Manifest] = []
         for name, text in self.templates.items():
             file = self.path / name
-            rendered = templates.render(text, variables, file=file)
+            rendered = templates.render_yaml(text, variables, file=file)
             for document, source in parse_all(rendered, file):
                 if document is None:
                     continue
@@ -95,7 +95,7 @@ class App:
         """checks.yaml for one cluster and version; validated before anything is touched."""
         checks_file = self.path / CHECKS_FILE
         variables = self.variables(cluster, version, overrides or {})
-        rendered = templates.render(self.checks_source, variables, file=checks_file)
+        rendered = templates.render_yaml(self.checks_source, variables, file=checks_file)
         checks.load(rendered, checks_file)
         return rendered
 

@@ -2,6 +2,11 @@
 
 An unknown placeholder is an input error naming the template's file and line, so a typo never
 reaches a cluster as a literal `${replcias}`.
+
+`render` fills plain text. `render_yaml` fills a YAML template so that every value stays inside
+the scalar (or key) it was written in: the template alone decides the structure, and a `--set`
+or fleet value holding a newline, `: `, `---` or quotes cannot add keys, objects or documents.
+It keeps every line where it was, so errors in the rendered text point at the template's lines.
 """
 
 from __future__ import annotations
@@ -10,25 +15,116 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
+from wavegate.config import yamlsource
 from wavegate.errors import InputError
 
 _PLACEHOLDER = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+# Tags a plain scalar may keep when its filled text resolves to them (`replicas: ${replicas}`
+# stays a number); anything else becomes a quoted string.
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "null"))
+# Anchors and tags written before a scalar (`&name`, `!!str`) are kept as written.
+_PROPERTIES = re.compile(r"^(?:[&!]\S*\s+)*")
 
 
 def render(text: str, variables: Mapping[str, str], *, file: Path) -> str:
     def substitute(match: re.Match[str]) -> str:
         if match.group(1):
             return "${" + match.group(2) + "}"
-        name = match.group(2)
-        if name not in variables:
-            line = text.count("\n", 0, match.start()) + 1
-            known = ", ".join(sorted(variables))
-            raise InputError(f"unknown placeholder ${{{name}}} (known: {known})",
-                             file=file, line=line)
-        return variables[name]
+        return _value(match, text, variables, file)
 
     return _PLACEHOLDER.sub(substitute, text)
 
 
 def placeholders(text: str) -> set[str]:
     return {match.group(2) for match in _PLACEHOLDER.finditer(text) if not match.group(1)}
+
+
+def render_yaml(text: str, variables: Mapping[str, str], *, file: Path) -> str:
+    """`text` (YAML) with its placeholders filled inside their scalars, lines kept."""
+    prefix = _unused_prefix(text + "".join(variables.values()))
+    fills: dict[str, str] = {}
+
+    def tokenise(match: re.Match[str]) -> str:
+        token = f"{prefix}{len(fills)}q"  # letters and digits: a plain scalar anywhere
+        fills[token] = ("${" + match.group(2) + "}" if match.group(1)
+                        else _value(match, text, variables, file))
+        return token
+
+    tokenised = _PLACEHOLDER.sub(tokenise, text)
+    if not fills:
+        return text
+    edits: dict[int, tuple[int, str]] = {}
+    done: set[int] = set()
+    for document in yamlsource.compose_all(tokenised, file):
+        _collect(document, tokenised, prefix, fills, edits, done)
+    return _unfilled(_apply(tokenised, edits), prefix, text, fills)
+
+
+def _value(match: re.Match[str], text: str, variables: Mapping[str, str], file: Path) -> str:
+    name = match.group(2)
+    if name not in variables:
+        line = text.count("\n", 0, match.start()) + 1
+        known = ", ".join(sorted(variables))
+        raise InputError(f"unknown placeholder ${{{name}}} (known: {known})",
+                         file=file, line=line)
+    return variables[name]
+
+
+def _unused_prefix(text: str) -> str:
+    prefix = "wgfill"
+    while prefix in text:
+        prefix += "x"
+    return prefix
+
+
+def _collect(node: yaml.Node, text: str, prefix: str, fills: Mapping[str, str],
+             edits: dict[int, tuple[int, str]], done: set[int]) -> None:
+    """Note, for each scalar holding a placeholder, the text that replaces it."""
+    if id(node) in done:
+        return  # an aliased node is written (and filled) once
+    done.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        if prefix in node.value:
+            start, end = node.start_mark.index, node.end_mark.index
+            edits[start] = (end, _scalar(node, text[start:end], prefix, fills))
+        return
+    children = (node.value if isinstance(node, yaml.SequenceNode)
+                else [part for pair in node.value for part in pair])
+    for child in children:
+        _collect(child, text, prefix, fills, edits, done)
+
+
+def _scalar(node: yaml.ScalarNode, written: str, prefix: str, fills: Mapping[str, str]) -> str:
+    """The filled scalar as YAML text, spanning as many lines as the one it replaces."""
+    value = re.sub(rf"{prefix}\d+q", lambda match: fills.get(match[0], match[0]), node.value)
+    properties = _PROPERTIES.match(written)
+    kept = properties[0] if properties else ""
+    if node.style is None and "\n" not in value and _implicit_tag(value) in _PLAIN_TAGS:
+        filled = value
+    else:
+        filled = yaml.safe_dump(value, default_style='"', width=2**31, allow_unicode=True)
+        filled = filled.removesuffix("\n").removesuffix("...").rstrip("\n")
+    return kept + filled + "\n" * written.count("\n")
+
+
+def _implicit_tag(value: str) -> str:
+    return str(yaml.SafeLoader.resolve(yaml.SafeLoader, yaml.ScalarNode, value, (True, False)))
+
+
+def _apply(text: str, edits: Mapping[int, tuple[int, str]]) -> str:
+    parts, position = [], 0
+    for start in sorted(edits):
+        end, replacement = edits[start]
+        parts += [text[position:start], replacement]
+        position = end
+    return "".join(parts) + text[position:]
+
+
+def _unfilled(rendered: str, prefix: str, original: str, fills: Mapping[str, str]) -> str:
+    """Placeholders outside any scalar (in a comment) are put back as written: no value is
+    ever inserted where YAML would read it as structure."""
+    written = iter(match[0] for match in _PLACEHOLDER.finditer(original))
+    originals = {token: next(written) for token in fills}
+    return re.sub(rf"{prefix}\d+q", lambda match: originals.get(match[0], match[0]), rendered)

@@ -3,20 +3,30 @@
 Config errors must name the file, the line and the field. `load` returns the plain data and a
 `Source` that maps a field path such as `("clusters", 2, "region")` to its line, so validation
 can stay in plain Python and still point at the right place.
+
+Every file is read as if it were hostile, because fleet files and apps come from pull requests:
+a file over `MAX_BYTES` is refused before it is parsed, and aliases may not expand a document
+beyond `MAX_EXPANSION` times its own size (an alias bomb such as "billion laughs" is refused in
+milliseconds instead of hanging whatever walks the result); an alias to itself and nesting too
+deep to walk are refused too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from wavegate.errors import InputError
 
 FieldPath = tuple[str | int, ...]
+T = TypeVar("T")
+MAX_BYTES = 10 * 1024 * 1024
+MAX_EXPANSION = 10  # nodes after alias expansion, per node written
+_EXPANSION_FLOOR = 1000  # a small file may use a few anchors freely
 
 
 @dataclass(frozen=True)
@@ -44,32 +54,55 @@ def dotted(path: Iterable[str | int]) -> str | None:
 
 def load(path: Path) -> tuple[Any, Source]:
     """The single document in `path`, as data plus its line map."""
+    return parse(read_text(path), path)
+
+
+def read_text(path: Path) -> str:
+    """A YAML file's text; refused unread when it is larger than any config should be."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"file is {size / 2**20:.1f} MiB; files over "
+                             f"{MAX_BYTES // 2**20} MiB are refused", file=path)
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror}", file=path) from None
-    return parse(text, path)
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start})",
+                         file=path) from None
 
 
 def parse(text: str, path: Path) -> tuple[Any, Source]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise _syntax_error(error, path) from None
+    nodes = compose_all(text, path)
+    data = _construct(lambda: yaml.safe_load(text), path)  # refuses a second document
+    node = nodes[0] if nodes else None
     source = Source(path)
     if node is not None:
         _record_lines(node, (), source)
     return data, source
 
 
+def compose_all(text: str, path: Path) -> list[yaml.Node]:
+    """The node trees of every document in `text`, once they are known safe to walk."""
+    if len(text) > MAX_BYTES:
+        raise InputError(f"text is over {MAX_BYTES // 2**20} MiB; refused", file=path)
+    nodes = _construct(lambda: list(yaml.compose_all(text, Loader=yaml.SafeLoader)), path)
+    seen: set[int] = set()
+    written = _construct(lambda: sum(_count(node, seen) for node in nodes), path)
+    budget = max(_EXPANSION_FLOOR, MAX_EXPANSION * written)
+    sizes: dict[int, int] = {}
+    expanded = _construct(
+        lambda: sum(_expanded(node, sizes, set(), budget, path) for node in nodes), path)
+    if expanded > budget:
+        raise InputError(f"YAML aliases expand this file to over {budget} nodes from {written} "
+                         "written; refused (an alias bomb?)", file=path)
+    return nodes
+
+
 def parse_all(text: str, path: Path) -> list[tuple[Any, Source]]:
     """Every document of a multi-document file (manifest templates)."""
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as error:
-        raise _syntax_error(error, path) from None
+    nodes = compose_all(text, path)
+    documents = _construct(lambda: list(yaml.safe_load_all(text)), path)
     result = []
     for node, data in zip(nodes, documents, strict=True):
         source = Source(path)
@@ -77,6 +110,52 @@ def parse_all(text: str, path: Path) -> list[tuple[Any, Source]]:
             _record_lines(node, (), source)
         result.append((data, source))
     return result
+
+
+def _construct(build: Callable[[], T], path: Path) -> T:
+    try:
+        return build()
+    except yaml.YAMLError as error:
+        raise _syntax_error(error, path) from None
+    except RecursionError:
+        raise InputError("YAML nested too deeply to read", file=path) from None
+
+
+def _count(node: yaml.Node, seen: set[int]) -> int:
+    """Nodes as written: an aliased node counts once."""
+    if id(node) in seen:
+        return 0
+    seen.add(id(node))
+    return 1 + sum(_count(child, seen) for child in _children(node))
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int], open_: set[int], budget: int,
+              path: Path) -> int:
+    """Nodes once aliases are expanded, memoised per node so a bomb costs what it is written
+    in; stops counting past `budget`."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise InputError(f"YAML alias refers to itself (line {node.start_mark.line + 1})",
+                         file=path)
+    open_.add(key)
+    total = 1
+    for child in _children(node):
+        total += _expanded(child, sizes, open_, budget, path)
+        if total > budget:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _syntax_error(error: yaml.YAMLError, path: Path) -> InputError:
