@@ -87,6 +87,11 @@ class App:
                 if not isinstance(document, dict) or "kind" not in document:
                     raise source.error((), "expected a Kubernetes object with 'kind'")
                 manifests.append(_labelled(document, self.name, cluster.namespace))
+        if not manifests:
+            # Applying nothing would prune everything the app had and still pass its checks
+            # against whatever answers; a release must hold at least one object.
+            raise InputError(f"the release renders to no Kubernetes objects (templates: "
+                             f"{', '.join(self.templates)})", file=self.path)
         return Release(app=self.name, version=version, manifests=tuple(manifests),
                        checks=self.render_checks(cluster, version, overrides))
 

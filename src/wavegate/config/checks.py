@@ -158,8 +158,17 @@ def _matrix(value: Any, path: FieldPath, name: str, severity: str,
     who = [_principal_ref(item, path + ("principals", index), principals, source)
            for index, item in enumerate(schema.strings(raw["principals"],
                                                        path + ("principals",), source))]
+    if not who:
+        raise source.error(path + ("principals",), "a matrix needs at least one principal")
     resources = _resources(raw["resources"], path + ("resources",), source)
     allow = _allow(raw.get("allow", {}), path + ("allow",), who, resources, source)
+    if not any(allow.values()):
+        # The allowed pairs are the positive control: without one, an outage that refuses
+        # everyone (404 to every request) would pass as a perfect deny.
+        raise source.error(path + ("allow",) if "allow" in raw else path,
+                           "a matrix needs at least one allowed pair under 'allow' (its "
+                           "positive control: without one, an app that refuses everyone "
+                           "passes)")
     probes = []
     for principal in who:
         for resource, (request, marker) in resources.items():
