@@ -26,6 +26,7 @@ _PLACEHOLDER = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "null"))
 # Anchors and tags written before a scalar (`&name`, `!!str`) are kept as written.
 _PROPERTIES = re.compile(r"^(?:[&!]\S*\s+)*")
+_RESOLVER = yaml.resolver.Resolver()  # the implicit types SafeLoader gives plain scalars
 
 
 def render(text: str, variables: Mapping[str, str], *, file: Path) -> str:
@@ -110,7 +111,8 @@ def _scalar(node: yaml.ScalarNode, written: str, prefix: str, fills: Mapping[str
 
 
 def _implicit_tag(value: str) -> str:
-    return str(yaml.SafeLoader.resolve(yaml.SafeLoader, yaml.ScalarNode, value, (True, False)))
+    tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    return str(tag)
 
 
 def _apply(text: str, edits: Mapping[int, tuple[int, str]]) -> str:
