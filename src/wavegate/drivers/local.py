@@ -2,7 +2,9 @@
 
 Desired objects are written to `objects/` (the agent reconciles them into processes), rollout
 is judged from the agent's `status/` files, and the ledger and the lock are files in the same
-folder, guarded by `flock` so two wavegate processes cannot both win a write.
+folder, guarded by `flock` so two wavegate processes cannot both win a write. Objects and the
+ledger hold Secrets and manifests: their files are 0600 and their folders 0700. The lock is a
+Lease, decided as on Kubernetes (`kube.lease`): a holder that stops renewing it lets it expire.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from wavegate.config.fleet import Cluster, LocalFleet
 from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Conflict, Lock, RolloutFailed
 from wavegate.errors import DriverError, InputError, LockHeld, Preempted
+from wavegate.kube import lease
 from wavegate.localfleet import supervisor
 
 _POLL = 0.05
@@ -43,6 +46,7 @@ class LocalDriver:
 
     def start(self) -> str:
         """Start the cluster's agent (with the fleet's out-of-band secrets); its ingress URL."""
+        _private(self.dir / "objects")
         for secret in secret_objects(self.local, self.cluster.namespace):
             key = f"Secret.{self.cluster.namespace}.{secret['metadata']['name']}.json"
             filestore.write_json(self.dir / "objects" / key, secret, mode=0o600)
@@ -94,7 +98,8 @@ class LocalDriver:
                 generation += 1
         stored = json.loads(json.dumps(manifest))
         stored["metadata"]["generation"] = generation
-        filestore.write_json(path, stored)
+        _private(path.parent)
+        filestore.write_json(path, stored, mode=0o600)
 
     def _app_objects(self, app: str) -> list[Path]:
         folder = self.dir / "objects"
@@ -146,9 +151,9 @@ class LocalDriver:
             body = {"version": release.version, "manifests": list(release.manifests),
                     "checks": release.checks}
             payload = gzip.compress(json.dumps(body).encode())
-            self._ledger_path(record.app, record.revision, "release.json.gz").write_bytes(
-                payload)
-            filestore.write_json(path, {"rv": 1, "record": record.to_json()})
+            _write_private(self._ledger_path(record.app, record.revision, "release.json.gz"),
+                           payload)
+            filestore.write_json(path, {"rv": 1, "record": record.to_json()}, mode=0o600)
         return record.updated(resource_version="1")
 
     def update_record(self, record: Record, *, holder: str) -> Record:
@@ -159,28 +164,43 @@ class LocalDriver:
             if str(stored["rv"]) != record.resource_version:
                 raise Conflict(f"revision {record.revision} changed since it was read")
             version = stored["rv"] + 1
-            filestore.write_json(path, {"rv": version, "record": record.to_json()})
+            filestore.write_json(path, {"rv": version, "record": record.to_json()}, mode=0o600)
         return record.updated(resource_version=str(version))
 
     def _ledger_path(self, app: str, revision: int, suffix: str) -> Path:
         folder = self.dir / "ledger" / app
-        folder.mkdir(parents=True, exist_ok=True)
+        _private(folder.parent)
+        _private(folder)
         return folder / f"{revision:06d}.{suffix}"
 
     # --- lock --------------------------------------------------------------------------------
 
     def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
-            current = self.read_lock(app)
-            if current and current.holder != holder and not force:
-                raise LockHeld(cluster=self.cluster.name, app=app, holder=current.holder,
-                               expires=current.expires)
-            self._write_lock(app, holder, ttl)
+            now = datetime.now(UTC)
+            current = self._read_lease(app)
+            if current is None:
+                filestore.write_json(self._lock_path(app), lease.new(
+                    app, namespace=self.cluster.namespace, holder=holder, ttl=ttl, now=now))
+                return
+            decision = lease.decide(current, holder_id=holder, force=force, now=now)
+            if decision in (lease.Decision.HELD, lease.Decision.STALE):
+                error = lease.StaleLock if decision is lease.Decision.STALE else LockHeld
+                raise error(cluster=self.cluster.name, app=app,
+                            holder=str(lease.holder(current)),
+                            expires=lease.expires_text(current))
+            filestore.write_json(self._lock_path(app), (
+                lease.renewed(current, ttl=ttl, now=now) if decision is lease.Decision.RENEW
+                else lease.taken(current, holder_id=holder, ttl=ttl, now=now)))
 
     def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
-            self._fence(app, holder)
-            self._write_lock(app, holder, ttl)
+            current = self._read_lease(app)
+            owner = lease.holder(current) if current else None
+            if current is None or owner != holder:
+                raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
+            filestore.write_json(self._lock_path(app),
+                                 lease.renewed(current, ttl=ttl, now=datetime.now(UTC)))
 
     def release_lock(self, app: str, *, holder: str) -> None:
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
@@ -189,16 +209,15 @@ class LocalDriver:
                 self._lock_path(app).unlink(missing_ok=True)
 
     def read_lock(self, app: str) -> Lock | None:
-        path = self._lock_path(app)
-        if not path.exists():
+        current = self._read_lease(app)
+        holder = lease.holder(current) if current else None
+        if current is None or holder is None:
             return None
-        data = filestore.read_json(path)
-        return Lock(holder=data["holder"], expires=data["expires"])
+        return Lock(holder=holder, expires=lease.expires_text(current) or "")
 
-    def _write_lock(self, app: str, holder: str, ttl: float) -> None:
-        expires = datetime.now(UTC) + timedelta(seconds=ttl)
-        filestore.write_json(self._lock_path(app), {
-            "holder": holder, "expires": expires.isoformat(timespec="seconds")})
+    def _read_lease(self, app: str) -> dict[str, Any] | None:
+        path = self._lock_path(app)
+        return filestore.read_json(path) if path.exists() else None
 
     def _lock_path(self, app: str) -> Path:
         return self.dir / "locks" / f"{app}.json"
@@ -227,6 +246,19 @@ def secret_objects(local: LocalFleet, namespace: str,
                         "metadata": {"name": name, "namespace": namespace,
                                      "labels": {"wavegate.dev/source": "fleet"}}})
     return objects
+
+
+def _private(folder: Path) -> None:
+    """A folder only its owner may read (chmod too: an older wavegate made it 0755)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+
+
+def _write_private(path: Path, payload: bytes) -> None:
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(handle, "wb") as output:
+        os.fchmod(output.fileno(), 0o600)
+        output.write(payload)
 
 
 def _object_file(manifest: Manifest) -> str:
