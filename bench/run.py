@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from wavegate.clock import SystemClock  # noqa: E402
 from wavegate.config import app as apps  # noqa: E402
-from wavegate.config import checks, credentials  # noqa: E402
+from wavegate.config import checks  # noqa: E402
 from wavegate.config.fleet import Fleet, Wave, load  # noqa: E402
-from wavegate.engine import deploy, probes  # noqa: E402
+from wavegate.engine import credentials, deploy, probes  # noqa: E402
 from wavegate.engine import local_fleet as fleetctl  # noqa: E402
 from wavegate.engine import session as runs  # noqa: E402
 from wavegate.outputs import logs  # noqa: E402

@@ -24,6 +24,8 @@ Response = tuple[int, Body]
 UNAUTHORIZED: Response = (401, {"error": "unauthorized"})
 NOT_FOUND: Response = (404, {"error": "not found"})
 SPACE_PREFIX = "/api/spaces/"
+TRICKLE_BODY = 1024 * 1024  # `trickle` announces this much and never gets near it
+TRICKLE_PAUSE = 0.5  # `trickle`: under any read timeout, so only a total deadline ends it
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ class LibraryServer(ThreadingHTTPServer):
         self.app = app
         self._lock = threading.Lock()
         self._api_requests = 0
+        self.closing = threading.Event()  # ends trickling answers when the process stops
         super().__init__(address, _Handler)
+
+    def server_close(self) -> None:
+        self.closing.set()
+        super().server_close()
 
     def next_api_request_fails(self) -> bool:
         with self._lock:
@@ -113,8 +120,34 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/api/") and self.server.next_api_request_fails():
             self._send(500, {"error": "injected failure"})
             return
+        if url.path.startswith("/api/") and self._send_injected_body():
+            return
         authorization = self.headers.get("Authorization")
         self._send(*route(self.server.app, url.path, url.query, authorization))
+
+    def _send_injected_body(self) -> bool:
+        """`huge-body` and `trickle`: streamed until the client hangs up, never held whole."""
+        faults = self.server.app.faults
+        if not (faults.huge_body_mib or faults.trickle):
+            return False
+        size = faults.huge_body_mib * 1024 * 1024 or TRICKLE_BODY
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b" " * (1 if faults.trickle else 64 * 1024)
+        sent = 0
+        try:
+            while sent < size and not self.server.closing.is_set():
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                sent += len(chunk)
+                if faults.trickle:
+                    self.server.closing.wait(TRICKLE_PAUSE)
+        except OSError:
+            pass  # the client hung up: what a bounded client does
+        self.close_connection = True
+        return True
 
     def _method_not_allowed(self) -> None:
         self._send(405, {"error": "method not allowed"})

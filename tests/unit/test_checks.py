@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from wavegate import redact
-from wavegate.config import checks, credentials
+from wavegate.config import checks
 from wavegate.config.checks import Allowed, Denied, Expect, JsonIds, Request
+from wavegate.engine import credentials
 from wavegate.errors import EXIT_BAD_INPUT, InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,7 +168,7 @@ BROKEN = [
                         "  - request: GET /version\n"), 6,
                  "checks[0]", "missing required field 'name'", id="check-without-name"),
     pytest.param(edited("{token_env: T_BOB}", "{token_env: T_BOB, token_file: bob.txt}"), 3,
-                 "principals.bob", "at most one of token_env or token_file",
+                 "principals.bob", "at most one of token_env, token_file or token_command",
                  id="principal-env-and-file"),
     pytest.param(edited("marker: space-hr}", "marker: }"), 15,
                  "checks[1].authz_matrix.resources.space-hr.marker",

@@ -154,6 +154,9 @@ def test_unknown_leak_or_fault_is_refused_rather_than_ignored() -> None:
         ("never-ready", Faults(never_ready=True)),
         ("error-5xx", Faults(api_errors_always=True)),
         ("error-5xx-first-2", Faults(api_errors_first=2)),
+        ("huge-body", Faults(huge_body_mib=256)),
+        ("huge-body-32", Faults(huge_body_mib=32)),
+        ("trickle", Faults(trickle=True)),
     ],
 )
 def test_parse_faults(value: str, faults: Faults) -> None:
@@ -181,6 +184,16 @@ def test_tokens_come_only_from_non_empty_env_and_never_show_in_repr() -> None:
     assert tokens.users == {"alice", "bob", "carol"}
     assert tokens.user_for("Bearer ") is None
     assert "secret" not in repr(tokens)
+
+
+def test_a_tokens_file_rotates_a_users_token_under_a_running_process(tmp_path: Path) -> None:
+    rotated = tmp_path / "tokens"
+    tokens = Tokens.from_env({**TOKENS, "LIBRARY_TOKENS_FILE": str(rotated)})
+    assert tokens.user_for("Bearer alice-secret-token") == "alice"  # no file yet
+    rotated.write_text("alice=alice-rotated-token\n")
+    assert tokens.user_for("Bearer alice-rotated-token") == "alice"
+    assert tokens.user_for("Bearer alice-secret-token") is None
+    assert tokens.user_for("Bearer bob-secret-token") == "bob"  # not named: unchanged
 
 
 # --- HTTP ----------------------------------------------------------------------------------

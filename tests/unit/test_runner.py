@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeClock, FakeCluster, FakeDriver
-from wavegate.config import checks, credentials
+from wavegate.config import checks
 from wavegate.config.app import App
 from wavegate.config.fleet import Cluster, Fleet, Policy, Wave
 from wavegate.decide import ledger
 from wavegate.decide.ledger import Status
-from wavegate.engine import deploy
+from wavegate.engine import credentials, deploy
 from wavegate.engine.runner import Target
 from wavegate.errors import EXIT_LOCKED, EXIT_NEEDS_HUMAN, EXIT_OK, EXIT_ROLLED_BACK, LockHeld
 

@@ -9,16 +9,19 @@ read here and nothing is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from wavegate.config import fields as schema
+from wavegate.config import sizes
 from wavegate.config.yamlsource import FieldPath, Source, parse
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SEVERITIES = ("security", "functional")
 DENIAL_STATUSES = (401, 403, 404)
+DEFAULT_MAX_BODY = sizes.MIB  # an answer larger than this is an error, never read whole
+TOKEN_SOURCES = ("token_env", "token_file", "token_command")
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,13 @@ class Principal:
     name: str
     token_env: str | None = None
     token_file: Path | None = None
+    token_command: tuple[str, ...] | None = None  # argv; stdout is the token (or JSON)
     line: int | None = None
 
     @property
     def sends_token(self) -> bool:
-        return self.token_env is not None or self.token_file is not None
+        return (self.token_env is not None or self.token_file is not None
+                or self.token_command is not None)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Probe:
     request: Request
     expectation: Expectation
     severity: str
+    max_body: int = DEFAULT_MAX_BODY
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,10 @@ def _principals(value: Any, source: Source) -> dict[str, Principal]:
     principals = {}
     for name, spec in raw.items():
         path: FieldPath = ("principals", name)
-        fields = schema.mapping(spec or {}, path, source, allowed=("token_env", "token_file"))
+        fields = schema.mapping(spec or {}, path, source, allowed=TOKEN_SOURCES)
         if len(fields) > 1:
-            raise source.error(path, "give at most one of token_env or token_file")
+            raise source.error(path, "give at most one of token_env, token_file or "
+                                     "token_command")
         token_file = fields.get("token_file")
         principals[name] = Principal(
             name=name,
@@ -121,18 +128,38 @@ def _principals(value: Any, source: Source) -> dict[str, Principal]:
             if "token_env" in fields else None,
             token_file=source.file.parent / schema.string(token_file, path + ("token_file",),
                                                           source) if token_file else None,
+            token_command=_command(fields["token_command"], path + ("token_command",), source)
+            if "token_command" in fields else None,
             line=source.line(path),
         )
     return principals
 
 
+def _command(value: Any, path: FieldPath, source: Source) -> tuple[str, ...]:
+    """An argv; a program named by a relative path is found beside the checks file."""
+    argv = schema.strings(value, path, source)
+    if not argv:
+        raise source.error(path, "expected a command: a list of at least one argument")
+    program = Path(argv[0])
+    if "/" in argv[0] and not program.is_absolute():
+        return (str(source.file.parent / program), *argv[1:])
+    return argv
+
+
 def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
            source: Source) -> list[Probe]:
     raw = schema.mapping(value, path, source, allowed=(
-        "name", "request", "as", "expect", "authz_matrix", "severity"), required=("name",))
+        "name", "request", "as", "expect", "authz_matrix", "severity", "max_body"),
+        required=("name",))
     name = schema.string(raw["name"], path + ("name",), source)
     if ("authz_matrix" in raw) == ("request" in raw):
         raise source.error(path, "a check needs exactly one of 'request' or 'authz_matrix'")
+    if "max_body" in raw:
+        # The limit applies to every probe the check expands to, matrix cells included.
+        limit = _max_body(raw["max_body"], path + ("max_body",), source)
+        rest = {key: item for key, item in raw.items() if key != "max_body"}
+        return [replace(probe, max_body=limit)
+                for probe in _check(rest, path, principals, source)]
     if "authz_matrix" in raw:
         severity = _severity(raw, path, source, default="security")
         return _matrix(raw["authz_matrix"], path + ("authz_matrix",), name, severity,
@@ -144,6 +171,13 @@ def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
     return [Probe(check=name, principal=principal,
                   request=_request(raw["request"], path + ("request",), source),
                   expectation=expect, severity=_severity(raw, path, source, default=default))]
+
+
+def _max_body(value: Any, path: FieldPath, source: Source) -> int:
+    try:
+        return sizes.parse(value)
+    except ValueError as error:
+        raise source.error(path, str(error)) from None
 
 
 def _severity(raw: Mapping[str, Any], path: FieldPath, source: Source, *, default: str) -> str:

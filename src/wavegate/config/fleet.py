@@ -21,8 +21,8 @@ DRIVERS = ("kubernetes", "local")
 ON_FAILURE = ("rollback-release", "rollback-failed", "halt")
 DEFAULT_FLEET = Path("clusters/local.yaml")
 _CLUSTER_FIELDS = ("name", "region", "context", "endpoint", "namespace", "driver", "kubeconfig",
-                   "values", "labels")
-_DEFAULT_FIELDS = ("namespace", "driver", "kubeconfig", "values")
+                   "values", "labels", "insecure_http")
+_DEFAULT_FIELDS = ("namespace", "driver", "kubeconfig", "values", "insecure_http")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Cluster:
     kubeconfig: Path | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    insecure_http: bool = False  # probes may send tokens to a plain http:// endpoint
 
     def attribute(self, key: str) -> str | None:
         """What a wave selector matches: name, region, namespace, driver or a label."""
@@ -174,6 +175,7 @@ def _cluster(value: Any, path: FieldPath, defaults: Mapping[str, Any], source: S
         kubeconfig=_relative_path(merged.get("kubeconfig"), where("kubeconfig"), source),
         values=merged["values"],
         labels=_labels(raw.get("labels", {}), path + ("labels",), source),
+        insecure_http=_flag(merged.get("insecure_http", False), where("insecure_http"), source),
     )
     if driver == "kubernetes" and cluster.endpoint is None:
         raise source.error(path, "a kubernetes cluster needs an endpoint for its checks")
@@ -183,6 +185,12 @@ def _cluster(value: Any, path: FieldPath, defaults: Mapping[str, Any], source: S
 def _optional_string(raw: Mapping[str, Any], key: str, where: Callable[[str], FieldPath],
                      source: Source) -> str | None:
     return schema.string(raw[key], where(key), source) if key in raw else None
+
+
+def _flag(value: Any, path: FieldPath, source: Source) -> bool:
+    if not isinstance(value, bool):
+        raise source.error(path, f"expected true or false, got {value!r}")
+    return value
 
 
 def _relative_path(value: Any, path: FieldPath, source: Source) -> Path | None:

@@ -3,7 +3,8 @@
     pass   the expectation holds
     fail   an expectation not met; never retried, acted on at once. `security` when access was
            granted where a denial was due (or a list showed more than it may)
-    error  the check could not be judged: timeout, refused connection, 5xx, or a 401 for a
+    error  the check could not be judged: timeout, refused connection, 5xx, an answer past the
+           probe's deadline or body limit, or a 401 for a
            principal that sent a token (its probe credential is broken, which must never pass
            as a correct denial). Transport errors and 5xx are `retryable`; a 401 is an answer
            and is not asked again.
@@ -42,6 +43,15 @@ class TransportError:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """An answer began but could not be read whole: past the deadline or the body limit, or
+    in an encoding that does not decode. Judging part of a body could pass a leak."""
+
+    reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
     severity: str
@@ -50,9 +60,11 @@ class Verdict:
     status: int | None = None
 
 
-def judge(probe: Probe, answer: Response | TransportError) -> Verdict:
+def judge(probe: Probe, answer: Response | TransportError | Unreadable) -> Verdict:
     if isinstance(answer, TransportError):
         return _error(probe, f"no answer: {answer.reason}", retryable=True)
+    if isinstance(answer, Unreadable):
+        return _error(probe, answer.reason, retryable=True, status=answer.status)
     if answer.status >= 500:
         return _error(probe, f"got {answer.status}", retryable=True, status=answer.status)
     sent_token = probe.principal is not None and probe.principal.sends_token

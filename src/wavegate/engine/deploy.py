@@ -1,8 +1,8 @@
 """`wavegate deploy`: prepare every cluster's release and checks, take the locks, run.
 
 Everything that can be wrong with the input is found in `prepare`, before any cluster is
-contacted: templates, checks, tokens. Then the drivers connect, the locks are taken (all or
-none), and the `Runner` rolls the waves out.
+contacted: templates, checks, tokens (and none sent in clear text). Then the drivers connect,
+the locks are taken (all or none), and the `Runner` rolls the waves out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, credentials, windows
+from wavegate.config import checks, endpoints, windows
 from wavegate.config.app import CHECKS_FILE, App
 from wavegate.config.fleet import Fleet
 from wavegate.config.fleet import load as load_fleet
@@ -23,7 +23,7 @@ from wavegate.decide import rebuild
 from wavegate.decide.ledger import Status
 from wavegate.decide.rollout import Ending
 from wavegate.drivers.local import secret_objects
-from wavegate.engine import notify
+from wavegate.engine import credentials, notify
 from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
@@ -48,6 +48,7 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) 
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
         suite = checks.load(release.checks, app.path / CHECKS_FILE)
+        endpoints.refuse_tokens_in_clear(suite, cluster)
         targets[cluster.name] = Target(driver=drivers.for_cluster(fleet, cluster),
                                        release=release, suite=suite,
                                        tokens=credentials.resolve(suite))

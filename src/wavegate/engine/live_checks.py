@@ -11,12 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from wavegate.config import checks, credentials
+from wavegate.config import checks, endpoints
 from wavegate.config.app import CHECKS_FILE, App
 from wavegate.config.fleet import Policy
 from wavegate.decide import ledger
 from wavegate.decide.verdict import Outcome
 from wavegate.drivers.base import Driver
+from wavegate.engine import credentials
 from wavegate.engine import probes as verify
 from wavegate.errors import DriverError
 
@@ -40,6 +41,7 @@ def _check(app: str, driver: Driver, policy: Policy, folder: App | None) -> dict
         else:
             stored = driver.stored_release(current).checks
             suite = checks.load(stored, Path(f"{name}/revision-{current.revision}/checks"))
+        endpoints.refuse_tokens_in_clear(suite, driver.cluster)
         result = verify.run_round(driver.endpoint(), suite, credentials.resolve(suite),
                                   deadline=policy.check_timeout)
     except DriverError as error:

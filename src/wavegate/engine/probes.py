@@ -22,7 +22,8 @@ from wavegate.clock import Clock
 from wavegate.config.checks import Probe, Suite
 from wavegate.config.fleet import Policy
 from wavegate.decide import ledger, rollout
-from wavegate.decide.verdict import Outcome, Response, TransportError, Verdict, judge
+from wavegate.decide.verdict import Outcome, Verdict, judge
+from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT = 5.0
@@ -91,28 +92,34 @@ def _probe_with_retries(
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         sleep=sleep or tenacity.nap.sleep,
     )
-    verdict: Verdict = retrying(_send, client, probe, tokens)
+    verdict: Verdict = retrying(_send, client, probe, tokens, deadline)
     if verdict.outcome is Outcome.FAIL:
         failed.set()
     attempts = retrying.statistics.get("attempt_number", 1)
     return Result(probe=probe, verdict=verdict, attempts=attempts)
 
 
-def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None]) -> Verdict:
+def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
+          deadline: float) -> Verdict:
+    limits = http_probe.Limits(deadline=deadline, max_body=probe.max_body)
+    name = probe.principal.name if probe.principal else None
+    token = tokens.get(name) if name else None
+    answer = http_probe.send(client, probe.request.method, probe.request.path,
+                             headers=_headers(token), limits=limits)
+    # A token rotated since it was read is refused once, not counted: read it again, resend.
+    fresh = credentials.refreshed(tokens, name, token) \
+        if name and token and getattr(answer, "status", None) == 401 else None
+    if fresh:
+        answer = http_probe.send(client, probe.request.method, probe.request.path,
+                                 headers=_headers(fresh), limits=limits)
+    return judge(probe, answer)
+
+
+def _headers(token: str | None) -> dict[str, str]:
     headers = {"Accept": "application/json"}
-    token = tokens.get(probe.principal.name) if probe.principal else None
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    try:
-        response = client.request(probe.request.method, probe.request.path, headers=headers)
-    except httpx.TransportError as error:
-        return judge(probe, TransportError(type(error).__name__ + _reason(error)))
-    return judge(probe, Response(status=response.status_code, body=response.content))
-
-
-def _reason(error: httpx.TransportError) -> str:
-    text = str(error)
-    return f" ({text[:120]})" if text else ""
+    return headers
 
 
 def _log_retry(probe: Probe) -> Callable[[tenacity.RetryCallState], None]:

@@ -14,11 +14,12 @@ from pathlib import Path
 import structlog
 
 from wavegate.clock import Clock
-from wavegate.config import checks, credentials
+from wavegate.config import checks
 from wavegate.config.fleet import Policy
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import State
 from wavegate.drivers.base import Driver, RolloutFailed
+from wavegate.engine import credentials
 from wavegate.engine import ledger_writes as ledgerio
 from wavegate.engine import probes as verify
 from wavegate.errors import DriverError, InputError
