@@ -15,5 +15,8 @@ def for_cluster(fleet: Fleet, cluster: Cluster) -> Driver:
         return LocalDriver(cluster, fleet.local)
     from wavegate.drivers.kubernetes import KubernetesDriver
 
-    driver: Driver = KubernetesDriver(cluster)
+    # policy.history arrives with the config work; until then every fleet keeps the default.
+    history = getattr(fleet.policy, "history", None)
+    driver: Driver = KubernetesDriver(cluster) if history is None \
+        else KubernetesDriver(cluster, history=history)
     return driver
