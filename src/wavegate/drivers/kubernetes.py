@@ -15,12 +15,19 @@ MicroTime in v1.20, and they change shape with the client's generator), and no d
 files written by the dynamic client.
 
 API calls, for a release of N objects and W workloads (pinned by the e2e tests):
-- apply: 1 GET (fence) + N dry-run PATCHes + N PATCHes + 9 LISTs (prune, metadata only) + a
-  DELETE per pruned object. The dry-run pass is what keeps a refusal from half-applying.
+- apply: 1 GET (fence) + 1 LIST (ledger, metadata only) + 1 LIST of HPAs per namespace with
+  workloads + N dry-run PATCHes + N PATCHes + 1 LIST (metadata only) per kind and namespace the
+  release dropped + a DELETE per pruned object; with CRDs, a GET until each is Established and
+  a discovery GET per new group version. The dry-run pass (no force: a field another manager
+  owns is a conflict) is what keeps a refusal from half-applying. Records from before
+  inventories add the old label sweep (9 LISTs).
 - wait_rollout, per workload: 1 GET; if that is not yet rolled out, 1 LIST (pods) and 2
   WATCHes (the workload, its pods), re-opened only when the server ends them; plus a GET of a
   ReplicaSet for each crashing pod whose owner is not known yet. No polling.
-- ledger: records 1 LIST; stored_release 1 GET; create/update 1 GET (fence) + 1 write.
+- ledger: records 1 LIST (metadata only; a GET per record from before annotations);
+  stored_release 1 GET; update 1 GET (fence) + 1 write; create 1 GET (fence) + 1 write + 1 LIST
+  (trim to `history`) + a DELETE per record trimmed, and before the app's first revision 1
+  LIST per object of the release (adoption).
 - lock: acquire 1 GET + 1 write (POST or PUT); renew 1 GET + 1 PUT; release 1 GET + 1 DELETE.
 """
 
@@ -49,7 +56,7 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from wavegate import __version__, redact
-from wavegate.config.app import Manifest, Release
+from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide import ledger, workloads
 from wavegate.decide.ledger import ObjectRef, Record, Status
@@ -173,7 +180,10 @@ class KubernetesDriver:
         workload_namespaces = {self._where(self._resource(m), m) for m in ordered
                                if m.get("kind") in kinds.WORKLOADS}
         for namespace in sorted(workload_namespaces):
-            hpas += self._listed(kinds.HPA, namespace)
+            # The app's own HPAs count as the release has them: one it dropped is pruned next.
+            hpas += [hpa for hpa in self._listed(kinds.HPA, namespace)
+                     if ((hpa.get("metadata") or {}).get("labels") or {}).get(APP_LABEL)
+                     != release.app]
         targets = ownership.scaled(hpas, self._namespace)
         return [ownership.without_replicas(m, targets, self._namespace) for m in ordered]
 
@@ -183,17 +193,21 @@ class KubernetesDriver:
         CRD arrives with this release (not served yet, so not to be dry-run before it)."""
         arriving = inventory.crd_scopes(release.manifests)
         created = {kinds.identity(m, "")[2] for m in ordered if m.get("kind") == "Namespace"}
+        bound = _roles(ordered)
         served: list[kinds.Resource | None] = []
         for manifest in ordered:
             resource = self._served(manifest) if _key(manifest) in arriving \
                 else self._resource(manifest)
             served.append(resource)
             if resource is not None and self._where(resource, manifest) not in created:
-                self._apply_one(resource, manifest, dry_run=True, force=force)
+                self._apply_one(resource, manifest, dry_run=True, force=force,
+                                role_arrives=_role_of(manifest) in bound)
         return served
 
     def _apply_one(self, resource: kinds.Resource, manifest: Manifest, *, force: bool,
-                   dry_run: bool = False) -> dict[str, Any]:
+                   dry_run: bool = False, role_arrives: bool = False) -> dict[str, Any] | None:
+        """The object as applied; None for the dry run of a binding whose role comes with
+        the release (RBAC checks a binding against its role, which a dry run never wrote)."""
         namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
         query = {"fieldManager": FIELD_MANAGER}
         if force:
@@ -203,9 +217,11 @@ class KubernetesDriver:
         try:
             return self.api.request(
                 "PATCH", resource.path(namespace or None, name), query=query, body=manifest,
-                content_type=APPLY_PATCH, expect=(409,),
+                content_type=APPLY_PATCH, expect=(409, 404) if role_arrives else (409,),
                 action=Action("apply", resource.rbac_name, name, namespace or None))
         except ApiError as error:
+            if error.status == 404:
+                return None
             found = ownership.conflict(error.message)
             what = f"{resource.kind}/{name}"
             if found is None:
@@ -248,7 +264,9 @@ class KubernetesDriver:
         it; a field another manager owns as a conflict; what the release drops as pruned."""
         lines: list[str] = []
         arriving = inventory.crd_scopes(release.manifests)
-        for manifest in self._for_apply(release):
+        ordered = self._for_apply(release)
+        bound = _roles(ordered)
+        for manifest in ordered:
             name = manifest["metadata"]["name"]
             resource = self._served(manifest) if _key(manifest) in arriving \
                 else self._resource(manifest)
@@ -256,9 +274,13 @@ class KubernetesDriver:
                 lines.append(f"+ {manifest.get('kind')}/{name}: created with its CRD")
                 continue
             try:
-                after = self._apply_one(resource, manifest, dry_run=True, force=False)
+                after = self._apply_one(resource, manifest, dry_run=True, force=False,
+                                        role_arrives=_role_of(manifest) in bound)
             except FieldConflict as conflict:
                 lines.append(f"! {conflict}")
+                continue
+            if after is None:
+                lines.append(f"+ {manifest.get('kind')}/{name}: created with its role")
                 continue
             namespace = self._where(resource, manifest)
             lines += preview.diff(f"{resource.kind}/{name}",
@@ -600,6 +622,19 @@ class KubernetesDriver:
 
 def _key(manifest: Mapping[str, Any]) -> tuple[str, str]:
     return str(manifest.get("apiVersion")), str(manifest.get("kind"))
+
+
+def _roles(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
+    return {(str(m.get("kind")), str((m.get("metadata") or {}).get("name")))
+            for m in manifests if m.get("kind") in ("Role", "ClusterRole")}
+
+
+def _role_of(manifest: Manifest) -> tuple[str, str] | None:
+    """(kind, name) of the role a RoleBinding or ClusterRoleBinding grants."""
+    if manifest.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
+        return None
+    ref = manifest.get("roleRef") or {}
+    return str(ref.get("kind")), str(ref.get("name"))
 
 
 def _is_established(crd: Mapping[str, Any]) -> bool:
