@@ -73,7 +73,7 @@ class FakeDriver:
         host, port = self.state.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def apply(self, release: Release, *, holder: str) -> None:
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
         self._fence(release.app, holder)
         self.state.stop()
         env = {**self.state.env, **_container_env(release)}

@@ -112,12 +112,14 @@ def plan(app_name: str, version: str, fleet_path: Path | None, overrides: tuple[
               help="Write a JUnit XML file (one testcase per cluster and check).")
 @click.option("--ignore-windows", is_flag=True, help="Deploy outside the deploy windows.")
 @click.option("--reason", help="Why the windows are ignored (required with --ignore-windows).")
+@click.option("--force-conflicts", is_flag=True,
+              help="Take over fields another field manager owns (kubectl, Helm, a controller).")
 @click.pass_context
 @_fail_cleanly
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
            overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
            report_path: Path | None, junit_path: Path | None, ignore_windows: bool,
-           reason: str | None) -> int:
+           reason: str | None, force_conflicts: bool) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
     run_id = runs.new_run_id()
     try:
@@ -141,7 +143,7 @@ def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path
     deploys.start_journal(report, journal.Inputs(
         fleet=str(fleet.path.resolve()), app=str(app.path.resolve()), version=version,
         overrides=values, auto_approve=auto_approve, ignore_windows=ignored, pid=os.getpid()))
-    options = Options(approved=approved, ignore_windows=ignored)
+    options = Options(approved=approved, ignore_windows=ignored, force_conflicts=force_conflicts)
     return _run_with_report(context, report, report_path, lambda: deploys.run(
         fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report,
         options=options), junit_path=junit_path)

@@ -207,6 +207,7 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     driver.connect()
     driver.acquire_lock(APP, holder="run-1", ttl=30)
     first = release("1.0.0", namespace, extra=True)
+    driver.create_record(record(1), first, holder="run-1")
     driver.apply(first, holder="run-1")
     driver.wait_rollout(first, timeout=30)
     assert names(admin, "ConfigMap", namespace) == ["web", "web-extra"]
@@ -218,6 +219,7 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     assert {f.manager for f in service.metadata.managed_fields} == {"wavegate"}
 
     second = release("1.0.1", namespace)
+    driver.create_record(record(2, "1.0.1"), second, holder="run-1")
     driver.api.calls.clear()
     started = time.monotonic()
     driver.apply(second, holder="run-1")
@@ -227,8 +229,9 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     data = client.CoreV1Api(admin).read_namespaced_config_map("web", namespace,
                                                               _request_timeout=TIMEOUT).data
     assert data == {"VERSION": "1.0.1"}
-    # 1 fence + 3 dry-runs + 3 applies + 9 prune lists + the one object pruned.
-    assert calls == {"GET": 10, "PATCH": 6, "DELETE": 1}
+    # 1 fence + 1 ledger list + 1 HPA list + 3 dry-runs + 3 applies + 1 prune list (the one
+    # kind and namespace the inventories leave behind) + the one object pruned.
+    assert calls == {"GET": 4, "PATCH": 6, "DELETE": 1}
 
     before = versions(admin, namespace)
     driver.apply(second, holder="run-1")
@@ -482,6 +485,8 @@ metadata: {name: partial}
 rules:
   - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}
   - {apiGroups: [""], resources: [configmaps, services], verbs: [list, create, patch]}
+  - {apiGroups: [""], resources: [secrets], verbs: [list]}
+  - {apiGroups: [autoscaling], resources: [horizontalpodautoscalers], verbs: [list]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from wavegate.config.app import Release
-from wavegate.decide.ledger import Counts, Record, Status
+from wavegate.decide.ledger import Counts, ObjectRef, Record, Status
 from wavegate.kube import ledgersecret
 
 RECORD = Record(app="library-app", cluster="prod-0", revision=7, version="1.2.0",
@@ -56,9 +56,11 @@ def test_the_release_is_stored_compressed() -> None:
 def test_an_update_carries_the_version_it_was_read_at_and_the_new_status_label() -> None:
     record = RECORD.updated(status=Status.VERIFIED, resource_version="42")
     patch = ledgersecret.update_patch(record)
-    assert patch["metadata"] == {"resourceVersion": "42",
-                                 "labels": {"wavegate.dev/status": "verified"}}
+    assert {k: v for k, v in patch["metadata"].items() if k != "annotations"} == {
+        "resourceVersion": "42", "labels": {"wavegate.dev/status": "verified"}}
     assert json.loads(base64.b64decode(patch["data"]["record"]))["status"] == "verified"
+    assert json.loads(patch["metadata"]["annotations"]["wavegate.dev/record"])["status"] == \
+        "verified"
     assert "release" not in patch["data"]  # the release of a revision never changes
 
 
@@ -87,3 +89,32 @@ def test_a_secret_without_a_record_is_refused() -> None:
     with pytest.raises(ValueError, match="no 'record'"):
         ledgersecret.record_of({"metadata": {"name": "wavegate.x.v1", "resourceVersion": "1"},
                                 "data": {}})
+
+
+def test_listing_reads_the_record_from_metadata_alone_with_its_inventory() -> None:
+    inventory = (ObjectRef("networking.k8s.io", "v1", "Ingress", "library", "web"),
+                 ObjectRef("rbac.authorization.k8s.io", "v1", "ClusterRole", "", "viewer"))
+    record = RECORD.updated(inventory=inventory)
+    secret = ledgersecret.encode(record, RELEASE, namespace="library")
+    metadata_only = {"metadata": {**secret["metadata"], "resourceVersion": "9"}}
+    assert ledgersecret.has_record(metadata_only)
+    assert ledgersecret.record_of(metadata_only) == record.updated(resource_version="9")
+
+
+def test_a_record_written_before_annotations_is_read_from_its_data() -> None:
+    secret = ledgersecret.encode(RECORD, RELEASE, namespace="library")
+    del secret["metadata"]["annotations"]
+    secret["metadata"]["resourceVersion"] = "3"
+    assert not ledgersecret.has_record(secret)
+    assert ledgersecret.record_of(secret) == RECORD.updated(resource_version="3")
+    assert RECORD.inventory is None  # what makes prune fall back to the label rule
+
+
+def test_an_undecodable_record_stands_in_as_unreadable_with_its_revision() -> None:
+    item = {"metadata": {"name": "wavegate.library-app.v4", "resourceVersion": "8",
+                         "labels": {"wavegate.dev/revision": "4"}}}
+    stand_in = ledgersecret.unreadable(item, "library-app", "prod-0", "not JSON")
+    assert (stand_in.revision, stand_in.status, stand_in.reason) == \
+        (4, Status.UNREADABLE, "not JSON")
+    del item["metadata"]["labels"]
+    assert ledgersecret.unreadable(item, "library-app", "prod-0", "x").revision == 4

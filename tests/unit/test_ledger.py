@@ -157,3 +157,49 @@ def test_record_updated_returns_a_changed_copy() -> None:
 def test_now_is_utc_iso_with_milliseconds() -> None:
     stamp = ledger.now()
     assert stamp.endswith("+00:00") and len(stamp.split(".")[1]) == len("123+00:00")
+
+
+# --- adoption, unreadable records, the history limit ---------------------------------------
+
+
+@pytest.mark.parametrize(("text", "replacing", "expected"), [
+    pytest.param("0 pre adopted, 1 1.0 failed", 1, 0, id="first-release-back-to-adopted"),
+    pytest.param("0 pre adopted, 1 1.0 verified, 2 2.0 failed", 2, 1, id="verified-first"),
+    pytest.param("1 1.0 failed", 1, None, id="nothing-adopted-nothing-to-go-to"),
+])
+def test_a_failed_first_release_goes_back_to_what_was_adopted(text: str, replacing: int,
+                                                              expected: int | None) -> None:
+    records = history(text)
+    assert revision(ledger.restore_target(records, replacing=replacing)) == expected
+    assert ledger.last_known_good(history("0 pre adopted")) is None  # adopted is not checked
+
+
+def test_an_unreadable_record_is_listed_and_skipped_by_every_decision() -> None:
+    records = history("1 1.0 verified, 2 ? unreadable")
+    assert revision(ledger.live(records)) == 1
+    assert revision(ledger.last_known_good(records)) == 1
+    assert ledger.next_revision(records) == 3  # its name stays taken
+    assert [r.revision for r in ledger.unreadable(records)] == [2]
+
+
+@pytest.mark.parametrize(("text", "keep", "dropped"), [
+    pytest.param("1 1.0 verified, 2 1.1 verified, 3 1.2 verified", 5, [], id="under-the-limit"),
+    pytest.param("1 1.0 verified, 2 1.1 verified, 3 1.2 verified, 4 1.3 verified", 1, [1, 2],
+                 id="oldest-go-but-not-the-rollback-target"),
+    pytest.param("1 1.0 verified, 2 2.0 failed, 3 2.0 rolled-back, 4 2.1 failed, "
+                 "5 2.2 rolled-back, 6 2.3 applying", 2, [2, 3, 4], id="lkg-kept-however-old"),
+    pytest.param("0 pre adopted, 1 1.0 failed, 2 1.1 failed, 3 1.2 applying", 1, [1, 2],
+                 id="adopted-kept-until-a-release-verifies"),
+    pytest.param("1 ? unreadable, 2 1.0 verified, 3 1.1 verified", 2, [1],
+                 id="an-unreadable-record-ages-out"),
+])
+def test_the_ledger_keeps_its_history_limit_and_what_it_still_needs(
+        text: str, keep: int, dropped: list[int]) -> None:
+    assert [r.revision for r in ledger.trimmed(history(text), keep=keep)] == dropped
+
+
+def test_an_inventory_survives_the_json_round_trip() -> None:
+    ref = ledger.ObjectRef("networking.k8s.io", "v1", "Ingress", "library", "admin")
+    record = history("1 1.0 verified")[0].updated(inventory=(ref,))
+    assert Record.from_json(json.loads(json.dumps(record.to_json()))) == record
+    assert "inventory" not in history("1 1.0 verified")[0].to_json()

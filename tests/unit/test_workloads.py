@@ -63,17 +63,33 @@ def stateful_set(*, ready: int = 3, updated: int = 3, current: str = "r2", updat
                        "updateRevision": update}}
 
 
-@pytest.mark.parametrize(("workload", "done"), [
-    pytest.param(stateful_set(), True, id="rolled-out"),
-    pytest.param(stateful_set(ready=2), False, id="not-ready"),
-    pytest.param(stateful_set(updated=2, current="r1"), False, id="revision-still-moving"),
-    pytest.param(stateful_set(updated=1, current="r1", partition=2), True, id="partition-done"),
-    pytest.param(stateful_set(updated=0, current="r1", partition=2), False,
-                 id="partition-waiting"),
-    pytest.param(stateful_set(updated=0, current="r1", on_delete=True), True, id="on-delete"),
+ON_DELETE = ("updateStrategy OnDelete: pods are replaced only when deleted, so 3 of 3 still "
+             "run the old template; wavegate verifies only RollingUpdate")
+
+
+@pytest.mark.parametrize(("workload", "done", "failure"), [
+    pytest.param(stateful_set(), True, None, id="rolled-out"),
+    pytest.param(stateful_set(ready=2), False, None, id="not-ready"),
+    pytest.param(stateful_set(updated=2, current="r1"), False, None,
+                 id="revision-still-moving"),
+    pytest.param(stateful_set(updated=3, current="r1"), False, None,
+                 id="updated-but-revision-not-yet-current"),
+    pytest.param(stateful_set(updated=1, current="r1", partition=2), False,
+                 "rollingUpdate.partition 2 holds 2 of 3 pods on the old template; wavegate "
+                 "verifies only a full rollout (partition 0)", id="partition-holds-pods-back"),
+    pytest.param(stateful_set(updated=0, current="r1", partition=5), False,
+                 "rollingUpdate.partition 5 holds 3 of 3 pods on the old template; wavegate "
+                 "verifies only a full rollout (partition 0)", id="partition-holds-all"),
+    pytest.param(stateful_set(partition=2), True, None, id="partition-nothing-to-roll"),
+    pytest.param(stateful_set(partition=0, updated=1, current="r1"), False, None,
+                 id="partition-zero-rolls"),
+    pytest.param(stateful_set(updated=0, current="r1", on_delete=True), False, ON_DELETE,
+                 id="on-delete-with-old-pods"),
+    pytest.param(stateful_set(on_delete=True), True, None, id="on-delete-nothing-to-roll"),
 ])
-def test_stateful_set(workload: dict[str, Any], done: bool) -> None:
-    assert rollout.judge("StatefulSet", workload).done is done
+def test_stateful_set(workload: dict[str, Any], done: bool, failure: str | None) -> None:
+    verdict = rollout.judge("StatefulSet", workload)
+    assert (verdict.done, verdict.failure) == (done, failure)
 
 
 def test_stateful_set_prefers_available_replicas_where_the_server_has_them() -> None:
@@ -82,16 +98,34 @@ def test_stateful_set_prefers_available_replicas_where_the_server_has_them() -> 
     assert rollout.judge("StatefulSet", workload) == rollout.Verdict(False, "1 of 3 available")
 
 
-@pytest.mark.parametrize(("status", "done"), [
+NOTHING_SCHEDULED = ("no node runs it (0 pods scheduled): the checks would judge nothing of the "
+                     "new release")
+
+
+@pytest.mark.parametrize(("status", "strategy", "done", "failure"), [
     pytest.param({"desiredNumberScheduled": 2, "updatedNumberScheduled": 2,
-                  "numberAvailable": 2}, True, id="rolled-out"),
+                  "numberAvailable": 2}, None, True, None, id="rolled-out"),
     pytest.param({"desiredNumberScheduled": 2, "updatedNumberScheduled": 1,
-                  "numberAvailable": 2}, False, id="updating"),
-    pytest.param({"desiredNumberScheduled": 0}, True, id="no-nodes"),
+                  "numberAvailable": 2}, None, False, None, id="updating"),
+    pytest.param({"desiredNumberScheduled": 2, "updatedNumberScheduled": 2,
+                  "numberAvailable": 2, "numberUnavailable": 1}, None, False, None,
+                 id="an-updated-pod-not-yet-available"),
+    pytest.param({"desiredNumberScheduled": 0}, None, False, NOTHING_SCHEDULED, id="no-nodes"),
+    pytest.param({"desiredNumberScheduled": 2, "updatedNumberScheduled": 0,
+                  "numberAvailable": 2}, "OnDelete", False,
+                 "updateStrategy OnDelete: pods are replaced only when deleted, so 2 of 2 still "
+                 "run the old template; wavegate verifies only RollingUpdate", id="on-delete"),
+    pytest.param({"desiredNumberScheduled": 2, "updatedNumberScheduled": 2,
+                  "numberAvailable": 2}, "OnDelete", True, None, id="on-delete-all-new"),
 ])
-def test_daemon_set(status: dict[str, Any], done: bool) -> None:
-    workload = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, **status}}
-    assert rollout.judge("DaemonSet", workload).done is done
+def test_daemon_set(status: dict[str, Any], strategy: str | None, done: bool,
+                    failure: str | None) -> None:
+    workload: dict[str, Any] = {"metadata": {"generation": 1},
+                                "status": {"observedGeneration": 1, **status}}
+    if strategy:
+        workload["spec"] = {"updateStrategy": {"type": strategy}}
+    verdict = rollout.judge("DaemonSet", workload)
+    assert (verdict.done, verdict.failure) == (done, failure)
 
 
 def test_only_workloads_are_judged() -> None:

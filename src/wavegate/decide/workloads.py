@@ -4,7 +4,11 @@
 says done, failed, or still waiting (with how far it got). Done means the controller has seen
 the latest spec (observedGeneration), every replica runs the new template and is available, and
 the old ones are gone. A Deployment whose Progressing condition says ProgressDeadlineExceeded
-has failed. `pod_problem` says whether a pod is crashing (CrashLoopBackOff, or a container that
+has failed; so has a StatefulSet or DaemonSet whose strategy holds pods on the old template
+(OnDelete, a partition) and a DaemonSet that no node runs: waiting would pass checks that
+judged old pods, or nothing, on the new release's behalf.
+
+`pod_problem` says whether a pod is crashing (CrashLoopBackOff, or a container that
 exited and was restarted): judged only for pods of the new template (`is_current`), so an old
 crashing replica does not fail the rollout that replaces it.
 """
@@ -71,31 +75,55 @@ def _stateful_set(workload: Object) -> Verdict:
     # availableReplicas appeared in v1.22; v1.20 reports readyReplicas only.
     ready = _int(status, "availableReplicas" if "availableReplicas" in status
                  else "readyReplicas")
+    updated = _int(status, "updatedReplicas")
     progress = f"{ready} of {desired} available"
     if not observed(workload):
         return Verdict(False, f"{progress}, new spec not yet seen by the controller")
+    held = _held_back(spec, status, desired=desired, updated=updated)
+    if held:
+        return Verdict(False, f"{progress}, {updated} of {desired} updated", held)
     if ready < desired or _int(status, "replicas") != desired:
         return Verdict(False, progress)
-    strategy = spec.get("updateStrategy") or {}
-    if strategy.get("type") == "OnDelete":
-        return Verdict(True, progress)
-    partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
-    updated = _int(status, "updatedReplicas")
-    if partition:
-        return Verdict(updated >= desired - partition, f"{progress}, {updated} updated")
-    if status.get("updateRevision") != status.get("currentRevision"):
+    if updated < desired or status.get("updateRevision") != status.get("currentRevision"):
         return Verdict(False, f"{progress}, {updated} of {desired} updated")
     return Verdict(True, progress)
 
 
+def _held_back(spec: Object, status: Object, *, desired: int, updated: int) -> str | None:
+    """Why a StatefulSet's update will never reach every pod by waiting: its strategy holds
+    pods on the old template, and the checks would judge those on the new release's behalf."""
+    if status.get("updateRevision") == status.get("currentRevision") and updated >= desired:
+        return None  # nothing to roll: created just now, or applied unchanged
+    strategy = spec.get("updateStrategy") or {}
+    if strategy.get("type") == "OnDelete":
+        return (f"updateStrategy OnDelete: pods are replaced only when deleted, so "
+                f"{desired - updated} of {desired} still run the old template; wavegate "
+                "verifies only RollingUpdate")
+    partition = _int(strategy.get("rollingUpdate"), "partition")
+    if partition > 0:
+        kept = min(partition, desired)
+        return (f"rollingUpdate.partition {partition} holds {kept} of {desired} pods on the "
+                "old template; wavegate verifies only a full rollout (partition 0)")
+    return None
+
+
 def _daemon_set(workload: Object) -> Verdict:
-    status = workload.get("status") or {}
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
     desired = _int(status, "desiredNumberScheduled")
     updated, available = _int(status, "updatedNumberScheduled"), _int(status, "numberAvailable")
     progress = f"{available} of {desired} available"
     if not observed(workload):
         return Verdict(False, f"{progress}, new spec not yet seen by the controller")
-    return Verdict(updated >= desired and available >= desired, f"{progress}, {updated} updated")
+    if desired == 0:
+        return Verdict(False, progress, "no node runs it (0 pods scheduled): the checks would "
+                                        "judge nothing of the new release")
+    if updated < desired and (spec.get("updateStrategy") or {}).get("type") == "OnDelete":
+        return Verdict(False, f"{progress}, {updated} updated",
+                       f"updateStrategy OnDelete: pods are replaced only when deleted, so "
+                       f"{desired - updated} of {desired} still run the old template; wavegate "
+                       "verifies only RollingUpdate")
+    done = updated >= desired and available >= desired and not _int(status, "numberUnavailable")
+    return Verdict(done, f"{progress}, {updated} updated")
 
 
 def pod_problem(pod: Object) -> str | None:

@@ -15,5 +15,4 @@ def for_cluster(fleet: Fleet, cluster: Cluster) -> Driver:
         return LocalDriver(cluster, fleet.local)
     from wavegate.drivers.kubernetes import KubernetesDriver
 
-    driver: Driver = KubernetesDriver(cluster)
-    return driver
+    return KubernetesDriver(cluster, history=fleet.policy.history)

@@ -37,8 +37,9 @@ class Driver(Protocol):
     def endpoint(self) -> str:
         """Base URL the checks send their requests to."""
 
-    def apply(self, release: Release, *, holder: str) -> None:
-        """Apply the release's objects and prune the app's objects it no longer has."""
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+        """Apply the release's objects and prune the app's objects it no longer has; fields
+        another field manager owns are taken only with `force_conflicts`."""
 
     def wait_rollout(self, release: Release, *, timeout: float) -> None:
         """Return once every workload of `release` is rolled out; else RolloutFailed."""

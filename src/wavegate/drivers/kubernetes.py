@@ -15,12 +15,19 @@ MicroTime in v1.20, and they change shape with the client's generator), and no d
 files written by the dynamic client.
 
 API calls, for a release of N objects and W workloads (pinned by the e2e tests):
-- apply: 1 GET (fence) + N dry-run PATCHes + N PATCHes + 9 LISTs (prune, metadata only) + a
-  DELETE per pruned object. The dry-run pass is what keeps a refusal from half-applying.
+- apply: 1 GET (fence) + 1 LIST (ledger, metadata only) + 1 LIST of HPAs per namespace with
+  workloads + N dry-run PATCHes + N PATCHes + 1 LIST (metadata only) per kind and namespace the
+  release dropped + a DELETE per pruned object; with CRDs, a GET until each is Established and
+  a discovery GET per new group version. The dry-run pass (no force: a field another manager
+  owns is a conflict) is what keeps a refusal from half-applying. Records from before
+  inventories add the old label sweep (9 LISTs).
 - wait_rollout, per workload: 1 GET; if that is not yet rolled out, 1 LIST (pods) and 2
   WATCHes (the workload, its pods), re-opened only when the server ends them; plus a GET of a
   ReplicaSet for each crashing pod whose owner is not known yet. No polling.
-- ledger: records 1 LIST; stored_release 1 GET; create/update 1 GET (fence) + 1 write.
+- ledger: records 1 LIST (metadata only; a GET per record from before annotations);
+  stored_release 1 GET; update 1 GET (fence) + 1 write; create 1 GET (fence) + 1 write + 1 LIST
+  (trim to `history`) + a DELETE per record trimmed, and before the app's first revision 1
+  LIST per object of the release (adoption).
 - lock: acquire 1 GET + 1 write (POST or PUT); renew 1 GET + 1 PUT; release 1 GET + 1 DELETE.
 """
 
@@ -34,7 +41,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,19 +56,21 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from wavegate import __version__, redact
-from wavegate.config.app import Manifest, Release
+from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster
-from wavegate.decide import workloads
-from wavegate.decide.ledger import Record
+from wavegate.decide import ledger, workloads
+from wavegate.decide.ledger import ObjectRef, Record, Status
 from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import DriverError, LockHeld, Preempted
+from wavegate.errors import EXIT_BAD_INPUT, DriverError, LockHeld, Preempted
 from wavegate.kube import (
     apierrors,
+    inventory,
     kinds,
     kubeconfig,
     lease,
     ledgersecret,
     normalize,
+    ownership,
     preview,
     retry,
 )
@@ -81,6 +90,9 @@ REQUEST_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then re-opened where it was
 WATCH_TIMEOUT = urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 15.0)
 LOCK_ATTEMPTS = 3
+CRD_TIMEOUT = 30.0  # seconds for a CRD to be Established and its kinds discoverable
+CRD_PAUSE = 0.1
+ADOPTED_VERSION = "adopted"  # what ran before wavegate has no version wavegate knows
 
 T = TypeVar("T")
 Event = tuple[str, str, Any]  # (watch tag, SYNC|ADDED|MODIFIED|DELETED|ERROR, object)
@@ -91,11 +103,19 @@ Event = tuple[str, str, Any]  # (watch tag, SYNC|ADDED|MODIFIED|DELETED|ERROR, o
 # ("no certificate or crl found"). Loading is rare and fast, so it is done one at a time.
 _LOADING = threading.Lock()
 
+class FieldConflict(DriverError):
+    """Applying would take fields another field manager owns: the user decides (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class KubernetesDriver:
     """The `Driver` of a cluster with `driver: kubernetes`. Construction does no I/O."""
 
-    def __init__(self, cluster: Cluster, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, cluster: Cluster, *, sleep: Callable[[float], None] = time.sleep,
+                 history: int = ledger.DEFAULT_HISTORY) -> None:
         self.cluster = cluster
+        self.history = history
         self.api = _Api(cluster, sleep=sleep)
         self._namespace = cluster.namespace
         self._resources: dict[tuple[str, str], kinds.Resource] = dict(kinds.KNOWN)
@@ -118,26 +138,32 @@ class KubernetesDriver:
 
     # --- objects -----------------------------------------------------------------------------
 
-    def apply(self, release: Release, *, holder: str) -> None:
-        """Fence, dry-run everything (so a refusal leaves nothing half-applied), apply, prune."""
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+        """Fence, dry-run everything (so a refusal or a field conflict leaves nothing
+        half-applied), apply CRDs and wait until they are Established, apply the rest, then
+        prune what the app's recorded revisions applied and this release has not."""
         self._fence(release.app, holder)
-        ordered = kinds.apply_order(normalize.for_apply(m) for m in release.manifests)
-        objects = [(self._resource(manifest), manifest) for manifest in ordered]
-        created = {kinds.identity(m, "")[2] for m in ordered if m.get("kind") == "Namespace"}
-        for resource, manifest in objects:
-            if self._where(resource, manifest) not in created:
-                self._apply_one(resource, manifest, dry_run=True)
-        for resource, manifest in objects:
-            self._apply_one(resource, manifest)
-        pruned = self._prune(release)
+        records = self.records(release.app)
+        ordered = self._for_apply(release)
+        served = self._dry_run(release, ordered, force=force_conflicts)
+        definitions = [m for m in ordered if m.get("kind") == kinds.CRD.kind]
+        for manifest in definitions:
+            self._apply_one(kinds.CRD, manifest, force=force_conflicts)
+        for manifest in definitions:
+            self._established(manifest["metadata"]["name"])
+        for index, manifest in enumerate(ordered):
+            if manifest.get("kind") != kinds.CRD.kind:
+                resource = served[index] or self._discovered(manifest)
+                self._apply_one(resource, manifest, force=force_conflicts)
+        pruned = self._prune(release.app, records, keep=self._inventory(release))
         self._log.info("kube.applied", app=release.app, version=release.version,
-                       objects=len(objects), pruned=pruned)
+                       objects=len(ordered), pruned=pruned)
 
     def delete(self, app: str, *, holder: str) -> None:
+        """Remove what the app's recorded revisions applied (a first release rolled back
+        with nothing adopted before it has nothing to go to)."""
         self._fence(app, holder)
-        for resource in kinds.delete_order(kinds.PRUNED):
-            for name in self._labelled(resource, app):
-                self._delete(resource, name)
+        self._prune(app, self.records(app), keep=())
 
     def wait_rollout(self, release: Release, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -147,35 +173,122 @@ class KubernetesDriver:
                 _Rollout(self.api, resource, self._where(resource, manifest),
                          manifest["metadata"]["name"]).wait(deadline=deadline, timeout=timeout)
 
-    def _apply_one(self, resource: kinds.Resource, manifest: Manifest, *,
-                   dry_run: bool = False) -> None:
+    def _for_apply(self, release: Release) -> list[Manifest]:
+        """Apply order, v1.20's port quirk, and `spec.replicas` left to any HPA."""
+        ordered = kinds.apply_order(normalize.for_apply(m) for m in release.manifests)
+        hpas = [m for m in ordered if m.get("kind") == ownership.HPA_KIND]
+        workload_namespaces = {self._where(self._resource(m), m) for m in ordered
+                               if m.get("kind") in kinds.WORKLOADS}
+        for namespace in sorted(workload_namespaces):
+            # The app's own HPAs count as the release has them: one it dropped is pruned next.
+            hpas += [hpa for hpa in self._listed(kinds.HPA, namespace)
+                     if ((hpa.get("metadata") or {}).get("labels") or {}).get(APP_LABEL)
+                     != release.app]
+        targets = ownership.scaled(hpas, self._namespace)
+        return [ownership.without_replicas(m, targets, self._namespace) for m in ordered]
+
+    def _dry_run(self, release: Release, ordered: list[Manifest], *,
+                 force: bool) -> list[kinds.Resource | None]:
+        """Each object's resource, once its dry run passed; None for a custom resource whose
+        CRD arrives with this release (not served yet, so not to be dry-run before it)."""
+        arriving = inventory.crd_scopes(release.manifests)
+        created = {kinds.identity(m, "")[2] for m in ordered if m.get("kind") == "Namespace"}
+        bound = _roles(ordered)
+        served: list[kinds.Resource | None] = []
+        for manifest in ordered:
+            resource = self._served(manifest) if _key(manifest) in arriving \
+                else self._resource(manifest)
+            served.append(resource)
+            if resource is not None and self._where(resource, manifest) not in created:
+                self._apply_one(resource, manifest, dry_run=True, force=force,
+                                role_arrives=_role_of(manifest) in bound)
+        return served
+
+    def _apply_one(self, resource: kinds.Resource, manifest: Manifest, *, force: bool,
+                   dry_run: bool = False, role_arrives: bool = False) -> dict[str, Any] | None:
+        """The object as applied; None for the dry run of a binding whose role comes with
+        the release (RBAC checks a binding against its role, which a dry run never wrote)."""
         namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
-        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        query = {"fieldManager": FIELD_MANAGER}
+        if force:
+            query["force"] = "true"
         if dry_run:
             query["dryRun"] = "All"
-        self.api.request("PATCH", resource.path(namespace or None, name), query=query,
-                         body=manifest, content_type=APPLY_PATCH,
-                         action=Action("apply", resource.rbac_name, name, namespace or None))
+        try:
+            return self.api.request(
+                "PATCH", resource.path(namespace or None, name), query=query, body=manifest,
+                content_type=APPLY_PATCH, expect=(409, 404) if role_arrives else (409,),
+                action=Action("apply", resource.rbac_name, name, namespace or None))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            found = ownership.conflict(error.message)
+            what = f"{resource.kind}/{name}"
+            if found is None:
+                raise DriverError(f"apply {what}: {error.reason} (409): {error.message}",
+                                  cluster=self.cluster.name) from error
+            raise FieldConflict(found.describe(what), cluster=self.cluster.name) from error
+
+    def _established(self, name: str) -> None:
+        """Wait until a CRD is Established, then until discovery serves its kinds: custom
+        resources applied before that would be refused as an unknown kind. Both take
+        milliseconds, and neither has a watch worth opening for, so this asks again."""
+        deadline = time.monotonic() + CRD_TIMEOUT
+        while True:
+            crd = self.api.request("GET", kinds.CRD.path(None, name),
+                                   action=Action("get", kinds.CRD.rbac_name, name))
+            if _is_established(crd):
+                break
+            if time.monotonic() > deadline:
+                raise DriverError(f"CustomResourceDefinition {name} not Established after "
+                                  f"{CRD_TIMEOUT:g}s", cluster=self.cluster.name)
+            self.api.sleep(CRD_PAUSE)
+        spec = crd.get("spec") or {}
+        kind = str((spec.get("names") or {}).get("kind"))
+        for version in spec.get("versions") or ():
+            if version.get("served"):
+                self._resources.pop((f"{spec.get('group')}/{version.get('name')}", kind), None)
+
+    def _discovered(self, manifest: Manifest) -> kinds.Resource:
+        """A kind whose CRD was just established: discovery catches up within moments."""
+        deadline = time.monotonic() + CRD_TIMEOUT
+        while (found := self._served(manifest)) is None:
+            if time.monotonic() > deadline:
+                return self._resource(manifest)  # raises: not served
+            self.api.sleep(CRD_PAUSE)
+        return found
 
     def preview(self, release: Release) -> list[str]:
         """What applying `release` would change, from a server-side dry run; nothing is
-        written. Objects the release drops are listed as pruned."""
+        written. A custom resource whose CRD comes with the release is shown as created with
+        it; a field another manager owns as a conflict; what the release drops as pruned."""
         lines: list[str] = []
-        for manifest in kinds.apply_order(normalize.for_apply(m) for m in release.manifests):
-            resource = self._resource(manifest)
-            namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
-            after = self.api.request(
-                "PATCH", resource.path(namespace or None, name), body=manifest,
-                query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"},
-                content_type=APPLY_PATCH,
-                action=Action("apply", resource.rbac_name, name, namespace or None))
-            live = self._live(resource, namespace, name)
-            lines += preview.diff(f"{resource.kind}/{name}", live, after)
-        keep = {kinds.identity(m, self._namespace) for m in release.manifests}
-        for resource in kinds.delete_order(kinds.PRUNED):
-            lines += [f"- {resource.kind}/{name}: pruned (the release no longer has it)"
-                      for name in self._labelled(resource, release.app)
-                      if (resource.kind, self._namespace, name) not in keep]
+        arriving = inventory.crd_scopes(release.manifests)
+        ordered = self._for_apply(release)
+        bound = _roles(ordered)
+        for manifest in ordered:
+            name = manifest["metadata"]["name"]
+            resource = self._served(manifest) if _key(manifest) in arriving \
+                else self._resource(manifest)
+            if resource is None:
+                lines.append(f"+ {manifest.get('kind')}/{name}: created with its CRD")
+                continue
+            try:
+                after = self._apply_one(resource, manifest, dry_run=True, force=False,
+                                        role_arrives=_role_of(manifest) in bound)
+            except FieldConflict as conflict:
+                lines.append(f"! {conflict}")
+                continue
+            if after is None:
+                lines.append(f"+ {manifest.get('kind')}/{name}: created with its role")
+                continue
+            namespace = self._where(resource, manifest)
+            lines += preview.diff(f"{resource.kind}/{name}",
+                                  self._live(resource, namespace, name), after)
+        doomed = self._present(release.app, inventory.stale(self.records(release.app),
+                                                            self._inventory(release)))
+        lines += [f"- {resource.kind}/{name}: pruned (the release no longer has it)"
+                  for resource, _, name in doomed]
         return lines
 
     def _live(self, resource: kinds.Resource, namespace: str, name: str) -> dict[str, Any] | None:
@@ -187,51 +300,98 @@ class KubernetesDriver:
         items = found.get("items") or []
         return dict(items[0], kind=resource.kind) if items else None
 
-    def _prune(self, release: Release) -> int:
-        """Delete the app's objects the release no longer has; how many went."""
-        keep = {kinds.identity(m, self._namespace) for m in release.manifests}
-        pruned = 0
-        for resource in kinds.delete_order(kinds.PRUNED):
-            for name in self._labelled(resource, release.app):
-                if (resource.kind, self._namespace, name) not in keep:
-                    self._delete(resource, name)
-                    pruned += 1
-        return pruned
+    def _prune(self, app: str, records: list[Record], *, keep: Iterable[ObjectRef]) -> int:
+        """Delete what the recorded revisions applied and `keep` has not; how many went."""
+        keep = tuple(keep)
+        doomed = self._present(app, inventory.stale(records, keep))
+        if inventory.needs_label_sweep(records) or not records:
+            doomed += self._swept(app, keep)
+        for resource, namespace, name in doomed:
+            self._delete(resource, namespace, name)
+        return len(doomed)
 
-    def _labelled(self, resource: kinds.Resource, app: str) -> list[str]:
+    def _present(self, app: str, refs: list[ObjectRef]) -> list[tuple[kinds.Resource, str, str]]:
+        """Which of `refs` exist and still carry the app's label: one metadata list per kind
+        and namespace, so what someone else took over since is left alone."""
+        found = []
+        for (api_version, kind, namespace), names in inventory.grouped(refs).items():
+            resource = self._served({"apiVersion": api_version, "kind": kind})
+            if resource is None:
+                continue  # the kind is gone (its CRD was removed): so are its objects
+            where = namespace if resource.namespaced else ""
+            labelled = set(self._labelled(resource, app, where))
+            found += [(resource, where, name) for name in names if name in labelled]
+        return found
+
+    def _swept(self, app: str, keep: tuple[ObjectRef, ...]) -> list[tuple[kinds.Resource, str,
+                                                                          str]]:
+        """The rule before inventories: the app's labelled objects of the usual kinds in the
+        cluster's namespace, for records that do not say what they applied."""
+        kept = {(r.kind, r.namespace or self._namespace, r.name) for r in keep}
+        return [(resource, self._namespace, name)
+                for resource in kinds.delete_order(kinds.PRUNED)
+                for name in self._labelled(resource, app, self._namespace)
+                if (resource.kind, self._namespace, name) not in kept]
+
+    def _labelled(self, resource: kinds.Resource, app: str, namespace: str) -> list[str]:
         """Names of the app's objects of one kind (metadata only: no Secret value is read)."""
         query = {"labelSelector": ledgersecret.selector(app)}
         if resource == kinds.SECRET:
             query["fieldSelector"] = f"type!={ledgersecret.TYPE}"  # the ledger is not pruned
-        listed = self.api.request("GET", resource.path(self._namespace), query=query,
+        listed = self.api.request("GET", resource.path(namespace or None), query=query,
                                   accept=METADATA_LIST,
                                   action=Action("list", resource.rbac_name,
-                                                namespace=self._namespace))
+                                                namespace=namespace or None))
         return sorted(item["metadata"]["name"] for item in listed.get("items") or ())
 
-    def _delete(self, resource: kinds.Resource, name: str) -> None:
-        self._log.info("kube.delete", kind=resource.kind, name=name)
+    def _listed(self, resource: kinds.Resource, namespace: str) -> list[dict[str, Any]]:
+        listed = self.api.request("GET", resource.path(namespace or None),
+                                  action=Action("list", resource.rbac_name,
+                                                namespace=namespace or None))
+        return [dict(item) for item in listed.get("items") or ()]
+
+    def _delete(self, resource: kinds.Resource, namespace: str, name: str) -> None:
+        self._log.info("kube.delete", kind=resource.kind, namespace=namespace, name=name)
         with contextlib.suppress(ApiError):  # 404: gone already
-            self.api.request("DELETE", resource.path(self._namespace, name),
+            self.api.request("DELETE", resource.path(namespace or None, name),
                              body={"propagationPolicy": "Background"}, expect=(404,),
-                             action=Action("delete", resource.rbac_name, name, self._namespace))
+                             action=Action("delete", resource.rbac_name, name, namespace or None))
+
+    def _inventory(self, release: Release) -> tuple[ObjectRef, ...]:
+        return inventory.of_release(release.manifests, self._scopes(release))
+
+    def _scopes(self, release: Release) -> dict[tuple[str, str], bool]:
+        """Whether each kind of the release is namespaced: from the table, discovery, or the
+        release's own CRDs (whose kinds are not served until they are applied)."""
+        scopes = inventory.crd_scopes(release.manifests)
+        for manifest in release.manifests:
+            if _key(manifest) not in scopes:
+                scopes[_key(manifest)] = self._resource(manifest).namespaced
+        return scopes
 
     def _resource(self, manifest: Manifest) -> kinds.Resource:
         """The kind's API resource: from the table, else from discovery (cached)."""
-        api_version, kind = str(manifest.get("apiVersion")), str(manifest.get("kind"))
-        found = self._resources.get((api_version, kind))
+        found = self._served(manifest)
+        if found is None:
+            api_version, kind = _key(manifest)
+            raise DriverError(f"{kind} ({api_version}) is not served by this cluster",
+                              cluster=self.cluster.name)
+        return found
+
+    def _served(self, manifest: Mapping[str, Any]) -> kinds.Resource | None:
+        """The kind's API resource, or None while the cluster does not serve it."""
+        key = _key(manifest)
+        found = self._resources.get(key)
         if found is None:
             try:
-                document = self.api.request("GET", kinds.discovery_path(api_version),
-                                            action=Action("discover", api_version),
+                document = self.api.request("GET", kinds.discovery_path(key[0]),
+                                            action=Action("discover", key[0]),
                                             expect=(404,))
             except ApiError:
                 document = {}  # the group/version is not served at all
-            found = kinds.from_discovery(document, api_version, kind)
-            if found is None:
-                raise DriverError(f"{kind} ({api_version}) is not served by this cluster",
-                                  cluster=self.cluster.name)
-            self._resources[(api_version, kind)] = found
+            found = kinds.from_discovery(document, *key)
+            if found is not None:
+                self._resources[key] = found
         return found
 
     def _where(self, resource: kinds.Resource, manifest: Manifest) -> str:
@@ -242,26 +402,48 @@ class KubernetesDriver:
     # --- ledger ------------------------------------------------------------------------------
 
     def records(self, app: str) -> list[Record]:
+        """The app's records, from the Secrets' metadata alone (their manifests are read only
+        by `stored_release`); one that cannot be read stands in as `unreadable`."""
         listed = self.api.request(
-            "GET", kinds.SECRET.path(self._namespace),
+            "GET", kinds.SECRET.path(self._namespace), accept=METADATA_LIST,
             query={"labelSelector": ledgersecret.selector(app),
                    "fieldSelector": f"type={ledgersecret.TYPE}"},
             action=Action("list", "secrets", namespace=self._namespace))
-        records = [self._decoded(ledgersecret.record_of, item)
-                   for item in listed.get("items") or ()]
+        records = [self._record(app, item) for item in listed.get("items") or ()]
         return sorted(records, key=lambda record: record.revision)
 
+    def _record(self, app: str, item: dict[str, Any]) -> Record:
+        try:
+            if not ledgersecret.has_record(item):  # written before records were annotations
+                item = self._ledger_secret(app, item["metadata"]["name"])
+            return ledgersecret.record_of(item)
+        except (ValueError, KeyError, TypeError, OSError, DriverError) as error:
+            why = apierrors.one_line(str(error))
+            self._log.warning("kube.ledger_unreadable", secret=item["metadata"].get("name"),
+                              detail=why)
+            return ledgersecret.unreadable(item, app, self.cluster.name, why)
+
     def stored_release(self, record: Record) -> Release:
-        secret = self._ledger_secret(record.app, record.revision)
+        secret = self._ledger_secret(record.app, ledgersecret.name(record.app, record.revision))
         return self._decoded(lambda item: ledgersecret.release_of(item, record.app), secret)
 
     def create_record(self, record: Record, release: Release, *, holder: str) -> Record:
+        """Store a new revision with its inventory; before the app's first, what of the
+        release already runs is kept as revision 0 (`adopted`); then the ledger is trimmed."""
+        record = record.updated(inventory=self._inventory(release))
+        self._fence(record.app, holder)
+        if record.revision == 1 and not self.records(record.app):
+            self._adopt(record, release)
+        created = self._create(record, release)
+        self._trim(record.app, holder)
+        return created
+
+    def _create(self, record: Record, release: Release) -> Record:
         try:
             body = ledgersecret.encode(record, release, namespace=self._namespace)
         except ledgersecret.TooLarge as error:
             raise DriverError(f"{record.app} v{release.version}: {error}; nothing was written",
                               cluster=self.cluster.name) from error
-        self._fence(record.app, holder)
         name = body["metadata"]["name"]
         try:
             created = self.api.request("POST", kinds.SECRET.path(self._namespace), body=body,
@@ -271,6 +453,41 @@ class KubernetesDriver:
             raise Conflict(f"{self.cluster.name}: revision {record.revision} of {record.app} "
                            "exists already") from error
         return record.updated(resource_version=created["metadata"]["resourceVersion"])
+
+    def _adopt(self, first: Record, release: Release) -> None:
+        """Objects of the release that run already (applied by kubectl or Helm) become
+        revision 0, so a failing first release goes back to them instead of deleting them."""
+        captured = []
+        for manifest in release.manifests:
+            resource = self._served(manifest)
+            if resource is None:
+                continue  # its CRD comes with the release: nothing of it can run yet
+            namespace = self._where(resource, manifest)
+            live = self._live(resource, namespace, manifest["metadata"]["name"])
+            if live is not None:
+                captured.append(ownership.adopted(live, api_version=resource.api_version,
+                                                  app=release.app))
+        if not captured:
+            return
+        adopted = Release(app=release.app, version=ADOPTED_VERSION, manifests=tuple(captured),
+                          checks="")
+        now = ledger.now()
+        record = first.updated(revision=0, version=ADOPTED_VERSION, status=Status.ADOPTED,
+                               started_at=now, finished_at=now, inventory=self._inventory(adopted),
+                               reason="objects that ran before the first wavegate release")
+        with contextlib.suppress(Conflict):  # adopted already by an earlier attempt
+            self._create(record, adopted)
+        self._log.info("kube.adopted", app=release.app, objects=len(captured))
+
+    def _trim(self, app: str, holder: str) -> None:
+        """Keep `history` revisions (and whatever the ledger may still need)."""
+        for old in ledger.trimmed(self.records(app), keep=self.history):
+            name = ledgersecret.name(app, old.revision)
+            self._log.info("kube.ledger_trimmed", app=app, revision=old.revision)
+            with contextlib.suppress(ApiError):  # gone already
+                self.api.request("DELETE", kinds.SECRET.path(self._namespace, name),
+                                 expect=(404,),
+                                 action=Action("delete", "secrets", name, self._namespace))
 
     def update_record(self, record: Record, *, holder: str) -> Record:
         patch = ledgersecret.update_patch(record)
@@ -285,8 +502,7 @@ class KubernetesDriver:
                            "changed since it was read") from error
         return record.updated(resource_version=stored["metadata"]["resourceVersion"])
 
-    def _ledger_secret(self, app: str, revision: int) -> dict[str, Any]:
-        name = ledgersecret.name(app, revision)
+    def _ledger_secret(self, app: str, name: str) -> dict[str, Any]:
         return self.api.request("GET", kinds.SECRET.path(self._namespace, name),
                                 action=Action("get", "secrets", name, self._namespace))
 
@@ -402,6 +618,28 @@ class KubernetesDriver:
         return LockHeld(cluster=self.cluster.name, app=app,
                         holder=lease.holder(current) or "unknown",
                         expires=lease.expires_text(current))
+
+
+def _key(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    return str(manifest.get("apiVersion")), str(manifest.get("kind"))
+
+
+def _roles(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
+    return {(str(m.get("kind")), str((m.get("metadata") or {}).get("name")))
+            for m in manifests if m.get("kind") in ("Role", "ClusterRole")}
+
+
+def _role_of(manifest: Manifest) -> tuple[str, str] | None:
+    """(kind, name) of the role a RoleBinding or ClusterRoleBinding grants."""
+    if manifest.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
+        return None
+    ref = manifest.get("roleRef") or {}
+    return str(ref.get("kind")), str(ref.get("name"))
+
+
+def _is_established(crd: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or ())
 
 
 class _Rollout:

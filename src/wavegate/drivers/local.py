@@ -68,8 +68,8 @@ class LocalDriver:
 
     # --- objects -----------------------------------------------------------------------------
 
-    def apply(self, release: Release, *, holder: str) -> None:
-        self._fence(release.app, holder)
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+        self._fence(release.app, holder)  # no field managers here: force_conflicts changes nothing
         wanted = {_object_file(m): m for m in release.manifests}
         for name, manifest in wanted.items():
             self._write_object(name, manifest)

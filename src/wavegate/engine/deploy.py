@@ -28,7 +28,7 @@ from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
 from wavegate.engine.session import connect, stop_on_signals
-from wavegate.errors import EXIT_LOCKED, InputError, LockHeld
+from wavegate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError, LockHeld
 from wavegate.outputs import journal
 from wavegate.outputs.report import RunReport
 
@@ -100,6 +100,8 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
     finally:
         notifier.close()
     code = EXIT_CODES[ending]
+    if runner.bad_input and ending is Ending.ROLLED_BACK:
+        code = EXIT_BAD_INPUT  # refused before its objects were written: the input must change
     message = _summary(report, ending)
     if ending is Ending.PAUSED:
         message = _paused(report, runner.paused_at, fleet)

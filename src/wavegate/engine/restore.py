@@ -15,6 +15,7 @@ import structlog
 
 from wavegate.clock import Clock
 from wavegate.config import checks
+from wavegate.config.app import Release
 from wavegate.config.fleet import Policy
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import State
@@ -62,6 +63,9 @@ def _restore(
         _retire(driver, app, replacing, run_id, reason)
         return Restored(True, None, "no earlier verified release: removed the app", [])
     release = driver.stored_release(target)
+    if target.status is Status.ADOPTED:
+        return _readopt(driver, release, replacing=replacing, target=target, run_id=run_id,
+                        by=by, reason=reason, policy=policy)
     where = Path(f"{driver.cluster.name}/revision-{target.revision}/checks.yaml")
     suite = checks.load(release.checks, where)
     tokens = credentials.resolve(suite)
@@ -81,6 +85,24 @@ def _restore(
     _retire(driver, app, replacing, run_id, reason)
     return Restored(True, target.version, f"back on {target.version} "
                                           f"(revision {record.revision})", results)
+
+
+def _readopt(driver: Driver, release: Release, *, replacing: Record | None, target: Record,
+             run_id: str, by: str, reason: str, policy: Policy) -> Restored:
+    """Back to what ran before the first wavegate release. It has no checks of its own (the
+    release's would judge another version), so it is rolled out, not verified, and its new
+    revision says `adopted` again rather than claiming a verification that did not happen."""
+    record = ledgerio.open_revision(
+        driver, release, run_id=run_id, by=by, reason=reason,
+        rollback_of=replacing.revision if replacing else None)
+    driver.apply(release, holder=run_id)
+    driver.wait_rollout(release, timeout=policy.rollout_timeout)
+    ledgerio.mark(driver, release.app, record.revision, holder=run_id, status=Status.ADOPTED,
+                  reason=reason)
+    _retire(driver, release.app, replacing, run_id, reason)
+    return Restored(True, target.version, f"back on the objects adopted before the first "
+                                          f"release (revision {record.revision}, not checked: "
+                                          "they have no checks of their own)", [])
 
 
 def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str,

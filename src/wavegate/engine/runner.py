@@ -32,6 +32,7 @@ from wavegate.engine import probes as verify
 from wavegate.engine import restore
 from wavegate.engine.notify import Notifier
 from wavegate.errors import (
+    EXIT_BAD_INPUT,
     EXIT_LOCKED,
     EXIT_NEEDS_HUMAN,
     EXIT_OK,
@@ -69,6 +70,7 @@ class Options:
     ignore_windows: str | None = None  # the reason, recorded in the ledger
     resume_from: Observed | None = None
     records: Mapping[str, Record] = dataclasses.field(default_factory=dict)
+    force_conflicts: bool = False  # take fields other field managers own
     wall: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -84,6 +86,7 @@ class Runner:
         self.seen = self.options.resume_from or Observed.start(fleet.waves)
         self.records: dict[str, Record] = dict(self.options.records)
         self.paused_at: str | None = None
+        self.bad_input = False  # a cluster refused the release as given (a field conflict)
         self._guard = threading.Lock()
         self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
@@ -190,6 +193,7 @@ class Runner:
         except RolloutFailed as error:
             self._fail(name, f"rollout failed: {error}")
         except DriverError as error:
+            self.bad_input = self.bad_input or error.exit_code == EXIT_BAD_INPUT
             self._fail(name, str(error))
         except Preempted as error:
             bound.warning("run.preempted", detail=str(error))
@@ -215,7 +219,7 @@ class Runner:
         self.report.update(name, revision=record.revision)
         log.info("cluster.applying", run_id=self.run_id, cluster=name,
                  revision=record.revision, version=release.version)
-        driver.apply(release, holder=self.run_id)
+        driver.apply(release, holder=self.run_id, force_conflicts=self.options.force_conflicts)
 
     def _first_verification(self, name: str, target: Target) -> None:
         status, last = verify.until_judged(

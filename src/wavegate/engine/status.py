@@ -33,6 +33,9 @@ def _cluster_status(app: str, driver: Driver) -> dict[str, Any]:
         row["last_known_good"] = {"version": good.version, "revision": good.revision}
     if lock is not None:
         row["lock"] = {"holder": lock.holder, "expires": lock.expires}
+    broken = ledger.unreadable(records)
+    if broken:  # shown, never in the way: every decision skips them
+        row["unreadable"] = [{"revision": r.revision, "detail": r.reason} for r in broken]
     return row
 
 

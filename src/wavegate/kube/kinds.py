@@ -46,6 +46,8 @@ class Resource:
 
 
 _TABLE = (
+    Resource("CustomResourceDefinition", "apiextensions.k8s.io/v1", "customresourcedefinitions",
+             namespaced=False),
     Resource("Namespace", "v1", "namespaces", namespaced=False),
     Resource("ServiceAccount", "v1", "serviceaccounts"),
     Resource("Secret", "v1", "secrets"),
@@ -63,6 +65,7 @@ _TABLE = (
     Resource("DaemonSet", "apps/v1", "daemonsets"),
     Resource("ReplicaSet", "apps/v1", "replicasets"),
     Resource("Job", "batch/v1", "jobs"),
+    Resource("HorizontalPodAutoscaler", "autoscaling/v1", "horizontalpodautoscalers"),
     Resource("Lease", "coordination.k8s.io/v1", "leases"),
 )
 KNOWN: Mapping[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _TABLE}
@@ -76,9 +79,11 @@ SECRET = known("v1", "Secret")
 POD = known("v1", "Pod")
 REPLICA_SET = known("apps/v1", "ReplicaSet")
 LEASE = known("coordination.k8s.io/v1", "Lease")
+CRD = known("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+HPA = known("autoscaling/v1", "HorizontalPodAutoscaler")
 WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 
-# What prune and delete look for, by the app's label: the kinds a release of an app holds.
+# What prune and delete look for by the app's label when a record predates inventories.
 PRUNED: tuple[Resource, ...] = tuple(known(v, k) for v, k in (
     ("v1", "ServiceAccount"), ("v1", "Secret"), ("v1", "ConfigMap"),
     ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
