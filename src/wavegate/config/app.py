@@ -101,7 +101,7 @@ class App:
 
 
 def resolve(name_or_path: str) -> App:
-    """APP as docs/commands.md has it: a folder path, else a bare name looked up under manifests/."""
+    """APP (docs/commands.md): a folder path, else a bare name looked up under manifests/."""
     path = Path(name_or_path)
     if not path.is_dir() and os.sep not in name_or_path:
         path = Path("manifests") / name_or_path
