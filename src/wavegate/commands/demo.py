@@ -1,4 +1,4 @@
-"""`wavegate demo`: the incident of DESIGN §1, replayed, and this time stopped at the canary.
+"""`wavegate demo`: the incident in README.md, replayed, and this time stopped at the canary.
 
 It runs on a private copy of the local fleet (its own state folder), so it neither reads nor
 disturbs a fleet you brought up yourself, and it leaves no process running.
