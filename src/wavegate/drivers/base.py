@@ -15,11 +15,6 @@ from typing import Protocol
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
-from wavegate.errors import WavegateError
-
-
-class RolloutFailed(WavegateError):
-    """The workloads did not become ready: a crashing pod, a timeout, a missing image."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,3 @@ class Driver(Protocol):
     def release_lock(self, app: str, *, holder: str) -> None: ...
 
     def read_lock(self, app: str) -> Lock | None: ...
-
-
-class Conflict(WavegateError):
-    """A compare-and-set lost: the record changed since it was read."""

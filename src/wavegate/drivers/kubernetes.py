@@ -53,8 +53,15 @@ from wavegate.config.app import Manifest, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide import workloads
 from wavegate.decide.ledger import Record
-from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import DriverError, LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import (
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+    StaleLock,
+)
 from wavegate.kube import (
     apierrors,
     kinds,
@@ -314,7 +321,7 @@ class KubernetesDriver:
             if decision is lease.Decision.HELD:
                 raise self._held(app, current)
             if decision is lease.Decision.STALE:
-                raise lease.StaleLock(cluster=self.cluster.name, app=app,
+                raise StaleLock(cluster=self.cluster.name, app=app,
                                       holder=str(lease.holder(current)),
                                       expires=lease.expires_text(current))
             replacement = (lease.renewed(current, ttl=ttl, now=now)

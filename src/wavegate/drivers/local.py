@@ -21,8 +21,15 @@ from wavegate import filestore
 from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster, LocalFleet
 from wavegate.decide.ledger import Record
-from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import DriverError, InputError, LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import (
+    Conflict,
+    DriverError,
+    InputError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+)
 from wavegate.localfleet import supervisor
 
 _POLL = 0.05

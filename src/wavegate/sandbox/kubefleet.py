@@ -43,9 +43,8 @@ from wavegate.config import durations, templates
 from wavegate.config.fleet import Cluster, Fleet, LocalFleet, Policy
 from wavegate.config.yamlsource import parse_all
 from wavegate.drivers.local import secret_objects
-from wavegate.errors import InputError
+from wavegate.errors import InputError, SandboxError
 from wavegate.sandbox import controlplane
-from wavegate.sandbox.controlplane import SandboxError
 
 __all__ = ["DEFAULT_RBAC", "down", "fleet_document", "grant_user", "up"]
 
