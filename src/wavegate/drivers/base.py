@@ -32,6 +32,12 @@ class Driver(Protocol):
     def endpoint(self) -> str:
         """Base URL the checks send their requests to."""
 
+    preview_source: str  # how `preview` knows: "dry-run" (the cluster says) or "ledger"
+
+    def preview(self, release: Release) -> list[str]:
+        """What applying `release` would change, as unified-diff lines (none: no change).
+        Writes nothing; `plan` shows it."""
+
     def apply(self, release: Release, *, holder: str) -> None:
         """Apply the release's objects and prune the app's objects it no longer has."""
 

@@ -164,6 +164,8 @@ class KubernetesDriver:
                          body=manifest, content_type=APPLY_PATCH,
                          action=Action("apply", resource.rbac_name, name, namespace or None))
 
+    preview_source = "dry-run"
+
     def preview(self, release: Release) -> list[str]:
         """What applying `release` would change, from a server-side dry run; nothing is
         written. Objects the release drops are listed as pruned."""

@@ -15,14 +15,13 @@ from pathlib import Path
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, credentials, windows
+from wavegate.config import checks, credentials, local_secrets, windows
 from wavegate.config.app import CHECKS_FILE, App
 from wavegate.config.fleet import Fleet
 from wavegate.config.fleet import load as load_fleet
 from wavegate.decide import rebuild
 from wavegate.decide.ledger import Status
 from wavegate.decide.rollout import Ending
-from wavegate.drivers.local import secret_objects
 from wavegate.engine import notify
 from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
@@ -43,7 +42,7 @@ class Prepared:
 
 def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) -> Prepared:
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
-        secret_objects(fleet.local, "check", fleet.path)  # every variable it needs is set
+        local_secrets.objects(fleet.local, "check", fleet_file=fleet.path)  # all variables set
     targets = {}
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
