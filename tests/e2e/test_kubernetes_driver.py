@@ -37,9 +37,16 @@ from wavegate.config import fleet
 from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record, Status
-from wavegate.drivers.base import Conflict, RolloutFailed
 from wavegate.drivers.kubernetes import KubernetesDriver
-from wavegate.errors import EXIT_LOCKED, EXIT_NEEDS_HUMAN, DriverError, LockHeld, Preempted
+from wavegate.errors import (
+    EXIT_LOCKED,
+    EXIT_NEEDS_HUMAN,
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+)
 from wavegate.sandbox import controlplane, kubefleet
 
 pytestmark = pytest.mark.e2e

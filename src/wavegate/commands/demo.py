@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import click
 from rich.console import Console
 
 from wavegate.clock import SystemClock
@@ -24,6 +25,7 @@ from wavegate.engine import deploy, status
 from wavegate.engine import local_fleet as fleetctl
 from wavegate.engine import session as runs
 from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
+from wavegate.outputs import logs
 from wavegate.outputs.display import table
 from wavegate.outputs.report import RunReport
 
@@ -117,3 +119,11 @@ def _ensure_tokens() -> None:
     """The demo's users get fresh random tokens unless you set your own."""
     for variable in TOKEN_VARIABLES:
         os.environ.setdefault(variable, secrets.token_urlsafe(24))
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Leave the demo fleet running afterwards.")
+def demo(keep: bool) -> int:
+    """The incident, replayed and stopped: 2.0.0 leaks Spaces; the canary catches it."""
+    logs.quiet()  # the story is the output; warnings and errors still show
+    return run(echo=click.echo, keep=keep)
