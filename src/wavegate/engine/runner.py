@@ -109,8 +109,8 @@ class Runner:
             _log_bug("run.bug", error, run_id=self.run_id)
             ending = Ending.NEEDS_HUMAN
             self._mark_interrupted()
-        if ending is Ending.INTERRUPTED:
-            self._mark_interrupted()
+        if ending in (Ending.INTERRUPTED, Ending.PREEMPTED):
+            self._mark_interrupted()  # closed, so neither resume nor a reader sees `applying`
         if ending is Ending.SUCCEEDED:
             for name in self.targets:
                 self.report.update(name, detail=None)  # "watching until" is over
@@ -346,7 +346,8 @@ class Runner:
                 except Exception as error:  # resume rebuilds from `applying` just as well
                     log.error("ledger.unwritable", run_id=self.run_id, cluster=name,
                               detail=str(error))
-                self._set_state(name, State.INTERRUPTED)
+                if self.seen.clusters[name].state is not State.FAILED:  # keep why it failed
+                    self._set_state(name, State.INTERRUPTED)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
