@@ -111,7 +111,7 @@ class LocalDriver:
             if supervisor.is_running(self.dir) is None:
                 raise DriverError("cluster agent stopped during the rollout",
                                   cluster=self.cluster.name)
-            status = filestore.read_json(status_path) if status_path.exists() else {}
+            status = filestore.read_json(status_path, missing_ok=True) or {}  # not yet seen
             if _rolled_out(desired, status):
                 return
             problem = _stuck(desired, status)
@@ -189,10 +189,9 @@ class LocalDriver:
                 self._lock_path(app).unlink(missing_ok=True)
 
     def read_lock(self, app: str) -> Lock | None:
-        path = self._lock_path(app)
-        if not path.exists():
+        data = filestore.read_json(self._lock_path(app), missing_ok=True)  # missing: unlocked
+        if data is None:
             return None
-        data = filestore.read_json(path)
         return Lock(holder=data["holder"], expires=data["expires"])
 
     def _write_lock(self, app: str, holder: str, ttl: float) -> None:
