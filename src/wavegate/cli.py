@@ -410,13 +410,17 @@ dir_option = click.option("--dir", "sandbox_dir", type=click.Path(path_type=Path
 @fleet_option
 @kube_option
 @dir_option
+@click.option("--rbac", "rbac", type=click.Path(path_type=Path), default=None,
+              help="With --kube: the deployer's RBAC file (default: the role wavegate ships).")
 @_fail_cleanly
-def fleet_up(fleet_path: Path | None, kube: bool, sandbox_dir: Path) -> int:
+def fleet_up(fleet_path: Path | None, kube: bool, sandbox_dir: Path, rbac: Path | None) -> int:
     """Start the fleet's clusters in the background; print their endpoints."""
+    if rbac is not None and not kube:
+        raise InputError("--rbac is for the kube sandbox: add --kube")
     if kube:
         from wavegate.sandbox import kubefleet
 
-        endpoints = kubefleet.up(_load_fleet(fleet_path), sandbox_dir)
+        endpoints = kubefleet.up(_load_fleet(fleet_path), sandbox_dir, rbac=rbac)
         for name, endpoint in endpoints.items():
             click.echo(f"{name:<10} {endpoint}")
         click.echo(f"kubeconfig: {sandbox_dir / 'kubeconfig'}\n"
