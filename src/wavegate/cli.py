@@ -371,7 +371,8 @@ def _rollback_after_check(context: click.Context, fleet: fleets.Fleet, app: str,
     code = _run_with_report(context, report, None, lambda: rollbacks.run(
         fleet, runs.connect(runs.drivers_for(fleet, names)), app=app, to_version=None,
         reason=f"check failed: {reason}", run_id=run_id, by=runs.actor(),
-        clock=SystemClock(), report=report))
+        clock=SystemClock(), report=report,
+        failed_checks={row["cluster"]: str(row["detail"]) for row in failed}))
     return EXIT_ROLLED_BACK if code == 0 else code
 
 
