@@ -6,7 +6,8 @@
 # debian/rules builds them. Only the two binaries are kept, in $CACHE/bin, outside the repo.
 #
 # Both are named explicitly, so Debian 12 and 13 build the same thing: Debian 13's `kubernetes`
-# source is kubectl only (1.32), and its Go (1.24) is too new for a 1.20 tree. On a machine that
+# source is kubectl only (1.32), and its Go (1.24) is five releases past the one Debian built
+# this tree with, in GOPATH mode with vendored code that predates it. On a machine that
 # is not Debian 12, bookworm is added as an apt source pinned low (priority 100), so it only
 # supplies what exists nowhere else here (golang-1.19) and never replaces a package of the machine.
 #
