@@ -15,8 +15,8 @@ from pathlib import Path
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, credentials, windows
-from wavegate.config.app import CHECKS_FILE, App
+from wavegate.config import credentials, windows
+from wavegate.config.app import CHECKS_FILE, App, load_checks
 from wavegate.config.fleet import Fleet
 from wavegate.config.fleet import load as load_fleet
 from wavegate.decide import rebuild
@@ -45,12 +45,15 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) 
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
         secret_objects(fleet.local, "check", fleet.path)  # every variable it needs is set
     targets = {}
+    tokens: dict[str, Mapping[str, str | None]] = {}  # per distinct checks text: read once
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
-        suite = checks.load(release.checks, app.path / CHECKS_FILE)
+        suite = load_checks(release.checks, app.path / CHECKS_FILE)
+        if release.checks not in tokens:
+            tokens[release.checks] = credentials.resolve(suite)
         targets[cluster.name] = Target(driver=drivers.for_cluster(fleet, cluster),
                                        release=release, suite=suite,
-                                       tokens=credentials.resolve(suite))
+                                       tokens=tokens[release.checks])
     return Prepared(targets, tuple(notify.resolve_urls(fleet)))
 
 
