@@ -49,6 +49,9 @@ EXIT_CODES = {Ending.SUCCEEDED: EXIT_OK, Ending.ROLLED_BACK: EXIT_ROLLED_BACK,
               Ending.PREEMPTED: EXIT_LOCKED, Ending.PAUSED: EXIT_PAUSED,
               Ending.ABORTED: EXIT_ROLLED_BACK}
 _POLL = 0.2  # how often a waiting loop looks at the stop flag
+# Worker threads of a run: a wave's max_parallel, never one per cluster of a large fleet (each
+# worker's check round runs its own few probe threads).
+MAX_WORKERS = 128
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class Runner:
         self._guard = threading.Lock()
         self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
+        self._clients = verify.Clients()  # one keep-alive client per cluster for the run
+
+    def _pool_size(self) -> int:
+        widest = max((wave.max_parallel for wave in self.fleet.waves), default=1)
+        return max(1, min(len(self.targets), widest, MAX_WORKERS))
 
     def stop(self, why: Ending) -> None:
         """Ask the run to stop at its next safe point (signal handlers, lost locks)."""
@@ -98,8 +106,11 @@ class Runner:
         log.info("run.started", run_id=self.run_id, app=self._app, version=self._version)
         self.notifier.send("run.started", f"rolling out to {len(self.targets)} clusters in "
                            f"{len(self.fleet.waves)} waves")
-        with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
-            ending = self._loop(pool)
+        try:
+            with ThreadPoolExecutor(max_workers=self._pool_size()) as pool:
+                ending = self._loop(pool)
+        finally:
+            self._clients.close()
         if ending is Ending.INTERRUPTED:
             self._mark_interrupted()
         if ending is Ending.SUCCEEDED:
@@ -218,9 +229,10 @@ class Runner:
         driver.apply(release, holder=self.run_id)
 
     def _first_verification(self, name: str, target: Target) -> None:
+        endpoint = target.driver.endpoint()
         status, last = verify.until_judged(
-            target.driver.endpoint(), target.suite, target.tokens, self.fleet.policy,
-            self.clock, stop=lambda: self._stop is not None)
+            endpoint, target.suite, target.tokens, self.fleet.policy,
+            self.clock, stop=lambda: self._stop is not None, client=self._clients.get(endpoint))
         self._record_round(name, last)
         if status.state is State.FAILED:
             self._fail(name, status.reason or "checks failed")
@@ -246,8 +258,10 @@ class Runner:
     def _check(self, name: str) -> None:
         target = self.targets[name]
         try:
-            result = verify.run_round(target.driver.endpoint(), target.suite, target.tokens,
-                                      deadline=self.fleet.policy.check_timeout)
+            endpoint = target.driver.endpoint()
+            result = verify.run_round(endpoint, target.suite, target.tokens,
+                                      deadline=self.fleet.policy.check_timeout,
+                                      client=self._clients.get(endpoint))
         except DriverError as error:
             self._fail(name, str(error))
             return
@@ -311,7 +325,8 @@ class Runner:
         result = restore.restore(
             driver, app=self._app, replacing=replacing, target=target, run_id=self.run_id,
             by=self.by, reason=f"rollback: {reason}", policy=self.fleet.policy,
-            clock=self.clock, on_state=lambda state: self._set_state(name, state))
+            clock=self.clock, on_state=lambda state: self._set_state(name, state),
+            records=records)
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
                            else f"{own}; rollback failed: {result.detail}")
@@ -335,7 +350,7 @@ class Runner:
     def _mark(self, name: str, **changes: Any) -> None:
         record = self.records[name]
         self.records[name] = ledgerio.mark(self.targets[name].driver, self._app,
-                                           record.revision, holder=self.run_id,
+                                           record.revision, holder=self.run_id, seen=record,
                                            checks=record.checks, **changes)
 
     def _record_round(self, name: str, result: verify.Round) -> None:
