@@ -1,7 +1,9 @@
 """Ledger writes through a driver: open a revision, and compare-and-set status changes.
 
-Updates re-read the record and retry when the store says it changed underneath, so two writers
-(a run and an emergency rollback) never overwrite each other's status blindly.
+Updates are compare-and-set on the record the caller last saw; only when the store says it
+changed underneath are they re-read (listing the ledger) and retried, so two writers (a run and
+an emergency rollback) never overwrite each other's status blindly, and a routine status change
+costs one write, not a listing of every revision plus a write.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
     return driver.create_record(record, release, holder=run_id)
 
 
-def mark(driver: Driver, app: str, revision: int, *, holder: str, **changes: Any) -> Record:
-    """Set fields of one revision (compare-and-set, re-read on conflict)."""
+def mark(driver: Driver, app: str, revision: int, *, holder: str, seen: Record | None = None,
+         **changes: Any) -> Record:
+    """Set fields of one revision (compare-and-set, re-read on conflict). `seen` is the record
+    as the caller last had it (with its resource_version): tried first, without a read."""
     if changes.get("status") not in (None, Status.APPLYING) and "finished_at" not in changes:
         changes["finished_at"] = ledger.now()
     for attempt in range(_ATTEMPTS):
-        current = next(r for r in driver.records(app) if r.revision == revision)
+        current = seen if seen is not None and seen.resource_version is not None \
+            and attempt == 0 else next(r for r in driver.records(app) if r.revision == revision)
         try:
             return driver.update_record(current.updated(**changes), holder=holder)
         except Conflict:

@@ -7,7 +7,7 @@ the ledger reads as a timeline: 2.0.0 rolled-back, then 1.0.0 verified again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +38,13 @@ def restore(
     driver: Driver, *, app: str, replacing: Record | None, target: Record | None, run_id: str,
     by: str, reason: str, policy: Policy, clock: Clock,
     on_state: Callable[[State], None] = lambda state: None,
+    records: Sequence[Record] | None = None,
 ) -> Restored:
+    """`records`: the app's ledger if the caller has just read it (saves listing it again)."""
     on_state(State.ROLLING_BACK)
     try:
         result = _restore(driver, app=app, replacing=replacing, target=target, run_id=run_id,
-                          by=by, reason=reason, policy=policy, clock=clock)
+                          by=by, reason=reason, policy=policy, clock=clock, records=records)
     except (DriverError, RolloutFailed, InputError) as error:
         result = Restored(False, target.version if target else None, str(error), [])
     on_state(State.ROLLED_BACK if result.ok else State.ROLLBACK_FAILED)
@@ -53,7 +55,7 @@ def restore(
 
 def _restore(
     driver: Driver, *, app: str, replacing: Record | None, target: Record | None, run_id: str,
-    by: str, reason: str, policy: Policy, clock: Clock,
+    by: str, reason: str, policy: Policy, clock: Clock, records: Sequence[Record] | None,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
@@ -66,12 +68,12 @@ def _restore(
     tokens = credentials.resolve(suite)
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason,
-        rollback_of=replacing.revision if replacing else None)
+        rollback_of=replacing.revision if replacing else None, records=records)
     driver.apply(release, holder=run_id)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
     status, last = verify.until_judged(driver.endpoint(), suite, tokens, policy, clock)
     results = [result.as_dict() for result in last.results]
-    ledgerio.mark(driver, app, record.revision, holder=run_id,
+    ledgerio.mark(driver, app, record.revision, holder=run_id, seen=record,
                   status=Status.VERIFIED if status.state is not State.FAILED else Status.FAILED,
                   checks=verify.counts(last), reason=reason)
     if status.state is State.FAILED:
@@ -85,6 +87,6 @@ def _restore(
 def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str,
             reason: str) -> None:
     if replacing is not None:
-        ledgerio.mark(driver, app, replacing.revision, holder=run_id, status=Status.ROLLED_BACK,
-                      reason=reason)
+        ledgerio.mark(driver, app, replacing.revision, holder=run_id, seen=replacing,
+                      status=Status.ROLLED_BACK, reason=reason)
 
