@@ -17,8 +17,8 @@ from pathlib import Path
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, endpoints, local_secrets, windows
-from wavegate.config.app import CHECKS_FILE, App, parse_overrides
+from wavegate.config import endpoints, local_secrets, windows
+from wavegate.config.app import CHECKS_FILE, App, load_checks, parse_overrides
 from wavegate.config.app import resolve as resolve_app
 from wavegate.config.fleet import Fleet, resolve_path
 from wavegate.config.fleet import load as load_fleet
@@ -60,13 +60,16 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], 
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
         local_secrets.objects(fleet.local, "check", fleet_file=fleet.path)  # all variables set
     targets = {}
+    tokens: dict[str, Mapping[str, str | None]] = {}  # per distinct checks text: read once
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
-        suite = checks.load(release.checks, app.path / CHECKS_FILE)
+        suite = load_checks(release.checks, app.path / CHECKS_FILE)
         endpoints.refuse_tokens_in_clear(suite, cluster)
+        if release.checks not in tokens:
+            tokens[release.checks] = credentials.resolve(suite)
         driver = live[cluster.name] if live else drivers.for_cluster(fleet, cluster)
         targets[cluster.name] = Target(driver=driver, release=release, suite=suite,
-                                       tokens=credentials.resolve(suite))
+                                       tokens=tokens[release.checks])
     return Prepared(targets, tuple(notify.resolve_urls(fleet)), connected=live is not None)
 
 
