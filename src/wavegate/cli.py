@@ -21,6 +21,7 @@ import click
 import structlog
 
 from wavegate.clock import SystemClock
+from wavegate.commands import report as reports
 from wavegate.config import app as apps
 from wavegate.config import durations
 from wavegate.config import fleet as fleets
@@ -74,6 +75,8 @@ fleet_option = click.option("-f", "--fleet", "fleet_path", type=click.Path(path_
                             help="Fleet file (default: $WAVEGATE_FLEET, then clusters/local.yaml).")
 output_option = click.option("-o", "--output", type=click.Choice(["table", "json"]),
                              default="table", show_default=True)
+html_option = click.option("--report-html", "html_path", type=click.Path(path_type=Path),
+                           help="Write the run as one self-contained HTML page here.")
 
 
 def _load_fleet(path: Path | None) -> fleets.Fleet:
@@ -110,14 +113,15 @@ def plan(app_name: str, version: str, fleet_path: Path | None, overrides: tuple[
               help="Write the run report (JSON) here, whatever the outcome.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path),
               help="Write a JUnit XML file (one testcase per cluster and check).")
+@html_option
 @click.option("--ignore-windows", is_flag=True, help="Deploy outside the deploy windows.")
 @click.option("--reason", help="Why the windows are ignored (required with --ignore-windows).")
 @click.pass_context
 @_fail_cleanly
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
            overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
-           report_path: Path | None, junit_path: Path | None, ignore_windows: bool,
-           reason: str | None) -> int:
+           report_path: Path | None, junit_path: Path | None, html_path: Path | None,
+           ignore_windows: bool, reason: str | None) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
     run_id = runs.new_run_id()
     try:
@@ -144,7 +148,7 @@ def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path
     options = Options(approved=approved, ignore_windows=ignored)
     return _run_with_report(context, report, report_path, lambda: deploys.run(
         fleet, prepared, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report,
-        options=options), junit_path=junit_path)
+        options=options), junit_path=junit_path, html_path=html_path)
 
 
 @main.command()
@@ -217,11 +221,12 @@ def _resume(context: click.Context, run_id: str, report_path: Path | None, *,
 @click.option("--reason", default="emergency rollback", help="Why, for the ledger.")
 @fleet_option
 @click.option("--report", "report_path", type=click.Path(path_type=Path))
+@html_option
 @click.pass_context
 @_fail_cleanly
 def rollback(context: click.Context, app_name: str, all_clusters: bool,
              clusters: tuple[str, ...], to_version: str | None, reason: str,
-             fleet_path: Path | None, report_path: Path | None) -> int:
+             fleet_path: Path | None, report_path: Path | None, html_path: Path | None) -> int:
     """Emergency: every chosen cluster back to its last verified release, in parallel."""
     if all_clusters == bool(clusters):
         raise InputError("give either --all or one or more -c CLUSTER")
@@ -232,18 +237,26 @@ def rollback(context: click.Context, app_name: str, all_clusters: bool,
     report = rollbacks.new_report(app, names, fleet, run_id, to_version)
     return _run_with_report(context, report, report_path, lambda: rollbacks.run(
         fleet, runs.connect(runs.drivers_for(fleet, names)), app=app, to_version=to_version,
-        reason=reason, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report))
+        reason=reason, run_id=run_id, by=runs.actor(), clock=SystemClock(), report=report),
+        html_path=html_path)
 
 
 @main.command()
 @click.argument("app_name", metavar="APP", default="library-app")
+@click.argument("html_path", metavar="[FILE]", required=False, type=click.Path(path_type=Path))
 @fleet_option
-@output_option
+@click.option("-o", "--output", type=click.Choice(["table", "json", "html"]), default="table",
+              show_default=True, help="html: write the fleet's page to FILE.")
 @_fail_cleanly
-def status(app_name: str, fleet_path: Path | None, output: str) -> int:
-    """Per cluster: live version, last-known-good, lock."""
+def status(app_name: str, html_path: Path | None, fleet_path: Path | None, output: str) -> int:
+    """Per cluster: live version, last-known-good, lock (-o html FILE: a page, with history)."""
     fleet = _load_fleet(fleet_path)
     app = Path(app_name).name
+    if output == "html" or html_path is not None:
+        if output != "html":
+            raise InputError(f"unexpected argument {html_path} (a FILE goes with -o html)")
+        click.echo(reports.status_page(app, _drivers(fleet), fleet=fleet, path=html_path))
+        return 0
     result = statuses.status(app, _drivers(fleet))
     if output == "json":
         click.echo(json.dumps(result, indent=2))
@@ -283,13 +296,25 @@ def history(app_name: str, clusters: tuple[str, ...], fleet_path: Path | None,
     return 0
 
 
+@main.command("report")
+@click.argument("run_id")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), required=True,
+              help="Write the run as one self-contained HTML page here.")
+@_fail_cleanly
+def report_command(run_id: str, html_path: Path) -> int:
+    """A finished run's page, from its journal (or a file written with --report)."""
+    click.echo(reports.from_run(run_id, html_path))
+    return 0
+
+
 def _drivers(fleet: fleets.Fleet, names: list[str] | None = None) -> dict[str, Any]:
     return runs.drivers_for(fleet, names or [c.name for c in fleet.clusters])
 
 
 def _run_with_report(context: click.Context, report: Any, report_path: Path | None,
                      action: Callable[[], int], junit_path: Path | None = None, *,
-                     live: bool = True, final: Callable[[], Any] | None = None) -> int:
+                     live: bool = True, final: Callable[[], Any] | None = None,
+                     html_path: Path | None = None) -> int:
     from wavegate.outputs.display import LiveTable
 
     interactive = context.obj["interactive"] and live
@@ -306,9 +331,11 @@ def _run_with_report(context: click.Context, report: Any, report_path: Path | No
         if report.exit_code is None:
             report.finish(outcome="error", exit_code=error.exit_code, message=str(error))
         runs.save(report, report_path, junit_path)
+        reports.write_run(report, html_path)
         raise
     report = final() if final else report
     runs.save(report, report_path, junit_path)
+    reports.write_run(report, html_path)
     click.echo(f"{report.outcome}: {report.message}" if report.message else report.outcome)
     return code
 
@@ -332,10 +359,12 @@ def _input_error_report(path: Path | None, run_id: str, app: str, version: str,
               help="On a failed check, roll the release back on every cluster.")
 @fleet_option
 @output_option
+@html_option
 @click.pass_context
 @_fail_cleanly
 def check(context: click.Context, app_name: str, clusters: tuple[str, ...], every: str | None,
-          rollback_on_fail: bool, fleet_path: Path | None, output: str) -> int:
+          rollback_on_fail: bool, fleet_path: Path | None, output: str,
+          html_path: Path | None) -> int:
     """Run the live release's checks: once, or continuously with --every."""
     fleet = _load_fleet(fleet_path)
     names = runs.select_clusters(fleet, clusters)
@@ -343,14 +372,17 @@ def check(context: click.Context, app_name: str, clusters: tuple[str, ...], ever
     folder = _app_folder(app_name)
     app = folder.name if folder else Path(app_name).name
     live = runs.connect(runs.drivers_for(fleet, names))
+    page = reports.CheckPage(html_path, app=app, fleet=fleet, names=names)
     while True:
         rows = livecheck.check_all(app, live, fleet.policy, folder)
         _print_checks(rows, output)
+        page.record(rows)
         failed = [row for row in rows if row["outcome"] == "fail"]
         if failed and rollback_on_fail:
-            return _rollback_after_check(context, fleet, app, failed)
+            return _rollback_after_check(context, fleet, app, failed, page)
         if interval is None:
-            return 1 if any(row["outcome"] in ("fail", "error") for row in rows) else 0
+            return page.finish(1 if any(row["outcome"] in ("fail", "error") for row in rows)
+                               else 0)
         time.sleep(interval)
 
 
@@ -362,7 +394,7 @@ def _app_folder(app_name: str) -> apps.App | None:
 
 
 def _rollback_after_check(context: click.Context, fleet: fleets.Fleet, app: str,
-                          failed: list[dict[str, Any]]) -> int:
+                          failed: list[dict[str, Any]], page: reports.CheckPage) -> int:
     """The leak that sat on a cluster for three days, caught by the next check: roll back."""
     reason = "; ".join(f"{row['cluster']}: {row['detail']}" for row in failed)
     names = [cluster.name for cluster in fleet.clusters]
@@ -372,7 +404,7 @@ def _rollback_after_check(context: click.Context, fleet: fleets.Fleet, app: str,
         fleet, runs.connect(runs.drivers_for(fleet, names)), app=app, to_version=None,
         reason=f"check failed: {reason}", run_id=run_id, by=runs.actor(),
         clock=SystemClock(), report=report))
-    return EXIT_ROLLED_BACK if code == 0 else code
+    return page.rolled_back(report, EXIT_ROLLED_BACK if code == 0 else code)
 
 
 def _interval(every: str | None) -> float | None:

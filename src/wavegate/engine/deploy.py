@@ -55,7 +55,8 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) 
 
 
 def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
-    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy")
+    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy",
+                       fleet=fleet.name)
     for wave in fleet.waves:
         for name in wave.clusters:
             report.add_cluster(name, wave.name, to_version=version)
@@ -78,6 +79,7 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
         report: RunReport, options: Options | None = None) -> int:
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
+    report.by = report.by or by
     live = connect({name: target.driver for name, target in targets.items()})
     notifier = Notifier(list(prepared.webhooks), run_id=run_id, app=report.app,
                         version=report.version)

@@ -22,7 +22,14 @@ from wavegate.clock import Clock
 from wavegate.config.checks import Probe, Suite
 from wavegate.config.fleet import Policy
 from wavegate.decide import ledger, rollout
-from wavegate.decide.verdict import Outcome, Response, TransportError, Verdict, judge
+from wavegate.decide.verdict import (
+    Outcome,
+    Response,
+    TransportError,
+    Verdict,
+    expected,
+    judge,
+)
 
 log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT = 5.0
@@ -41,7 +48,7 @@ class Result:
         return {"name": self.probe.check, "principal": principal,
                 "request": str(self.probe.request), "outcome": self.verdict.outcome.value,
                 "severity": self.verdict.severity, "detail": self.verdict.detail,
-                "status": self.verdict.status}
+                "status": self.verdict.status, "expected": expected(self.probe)}
 
 
 @dataclass(frozen=True)

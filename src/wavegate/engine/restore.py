@@ -32,6 +32,7 @@ class Restored:
     version: str | None
     detail: str
     checks: list[dict[str, object]]
+    revision: int | None = None  # the ledger revision the rollback wrote, if it got that far
 
 
 def restore(
@@ -76,10 +77,11 @@ def _restore(
                   checks=verify.counts(last), reason=reason)
     if status.state is State.FAILED:
         return Restored(False, target.version, f"{target.version} failed its own checks: "
-                                               f"{status.reason}", results)
+                                               f"{status.reason}", results, record.revision)
     _retire(driver, app, replacing, run_id, reason)
     return Restored(True, target.version, f"back on {target.version} "
-                                          f"(revision {record.revision})", results)
+                                          f"(revision {record.revision})", results,
+                    record.revision)
 
 
 def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str,

@@ -314,7 +314,8 @@ class Runner:
             clock=self.clock, on_state=lambda state: self._set_state(name, state))
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
-                           else f"{own}; rollback failed: {result.detail}")
+                           else f"{own}; rollback failed: {result.detail}",
+                           rollback_revision=result.revision)
 
     def _failure_summary(self) -> str:
         failed = [(n, s.reason) for n, s in self.seen.clusters.items()
