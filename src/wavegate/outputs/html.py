@@ -94,7 +94,11 @@ td.sev-security{color:#b00020;font-weight:600}
 footer{margin:2rem 0 1rem;font-size:.8rem;color:var(--muted)}
 @media (max-width:640px){.row,.axis-row{grid-template-columns:1fr;gap:.1rem}
 .axis-row .label{display:none}.row{margin-bottom:.4rem}main{padding:.6rem}
-.label .state{display:inline;margin-left:.4rem}}
+.label .state{display:inline;margin-left:.4rem}
+.problems thead{display:none}.problems tr,.problems td{display:block}
+.problems tr{border-bottom:1px solid var(--line);padding:.3rem 0}
+.problems td{border:0;padding:.1rem 0}
+.problems td::before{content:attr(data-label) ": ";color:var(--muted);font-size:.8rem}}
 .row[data-state=rolled-back] .state,.row[data-state=rollback-failed] .state,
 .row[data-state=failed] .state{color:#8e24aa;font-weight:600}
 """
@@ -309,13 +313,15 @@ def _ticks(start: datetime, end: datetime) -> str:
 
 
 def _offset(seconds: float) -> str:
+    """`+1m30s`, `+2h`: exact, short, and in the run's own terms (time since it started)."""
     if seconds < 60:
         return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:g}h"
-    return f"{seconds / 86400:g}d"
+    parts, rest = [], round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, rest = divmod(rest, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)
 
 
 # --- the failure and the clusters ----------------------------------------------------------------
@@ -330,8 +336,9 @@ def _failure_section(report: dict[str, Any], failure: Failure | None, start: dat
     when = f" at +{timeline.seconds(failure.at - start)} ({timeline.clock(failure.at)} UTC)" \
         if failure.at else ""
     rows = "".join(_problem(problem) for problem in failure.problems)
-    table = ("<div class=\"table-wrap\"><table><thead><tr><th>check</th><th>principal</th>"
-             "<th>request</th><th>expected</th><th>actual answer</th><th>severity</th></tr>"
+    table = ("<div class=\"table-wrap\"><table class=\"problems\"><thead><tr><th>check</th>"
+             "<th>principal</th><th>request</th><th>expected</th><th>actual answer</th>"
+             "<th>verdict</th></tr>"
              f"</thead><tbody>{rows}</tbody></table></div>") if rows else ""
     back = f"<p id=\"rolled-back\">Rolled back: <b>{_text(', '.join(done) or 'none')}</b>"
     back += f"; rollback failed on <b>{_text(', '.join(failed))}</b>" if failed else ""
@@ -346,12 +353,13 @@ def _problem(check: dict[str, Any]) -> str:
     actual = f"{status if status is not None else 'no answer'}: {check.get('detail') or ''}"
     severity = check.get("severity") or ""
     return (f'<tr class="problem" data-outcome="{_text(check.get("outcome"))}">'
-            f"<td>{_text(check.get('name'))}</td>"
-            f"<td>{_text(check.get('principal') or 'anonymous')}</td>"
-            f"<td class=\"mono\">{_text(check.get('request'))}</td>"
-            f"<td>{_text(check.get('expected') or '-')}</td><td>{_text(actual)}</td>"
-            f'<td class="sev-{_text(severity)}">{_text(check.get("outcome"))} {_text(severity)}'
-            "</td></tr>")
+            f'<td data-label="check">{_text(check.get("name"))}</td>'
+            f'<td data-label="principal">{_text(check.get("principal") or "anonymous")}</td>'
+            f'<td data-label="request" class="mono">{_text(check.get("request"))}</td>'
+            f'<td data-label="expected">{_text(check.get("expected") or "-")}</td>'
+            f'<td data-label="actual answer">{_text(actual)}</td>'
+            f'<td data-label="verdict" class="sev-{_text(severity)}">'
+            f'{_text(check.get("outcome"))} {_text(severity)}</td></tr>')
 
 
 def _clusters_section(report: dict[str, Any]) -> str:
