@@ -343,3 +343,30 @@ def test_a_page_that_cannot_be_written_is_one_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(InputError, match="cannot write the page"):
         reports.write_page(blocker / "page.html", "<html>", option="--html")
+
+
+# --- check --report-html -----------------------------------------------------------------------
+
+def test_check_page_keeps_the_failing_round_and_folds_in_the_rollback_it_started(tmp_path):
+    fleet = make_fleet()
+    page_file = tmp_path / "check.html"
+    page = reports.CheckPage(page_file, app="library-app", fleet=fleet, names=["prod-0"])
+    leak = {"name": "search", "principal": "alice", "request": "GET /api/search",
+            "outcome": "fail", "severity": "security", "detail": "ids include space-hr",
+            "status": 200, "expected": "200, ids at $.spaces[*].id within [space-eng]"}
+    page.record([{"cluster": "prod-0", "version": "2.0.0", "revision": 2, "outcome": "fail",
+                  "detail": "search [security]: leak", "checks": [leak]}])
+    rollback = RunReport(run_id="rb", app="library-app", version=None, command="rollback")
+    for name in NAMES:
+        rollback.add_cluster(name, fleet.wave_of(name).name, to_version=None)
+        rollback.update(name, state="rolling-back", from_version="2.0.0", to_version="1.0.0")
+        rollback.update(name, state="rolled-back", rollback_revision=3, checks=[
+            {**leak, "outcome": "pass", "detail": "ok"}])
+    rollback.finish(outcome="rolled-back", exit_code=0)
+    assert page.rolled_back(rollback, 1) == 1
+    view = Page(page_file.read_text())
+    assert view.find("div", data_cluster="prod-0")[0]["data-state"] == "rolled-back"
+    assert len(view.find("div", data_state="rolled-back")) == len(NAMES)
+    failure = view.words.split("The failure that decided the run", 1)[1]
+    assert "GET /api/search" in failure and "ids include space-hr" in failure
+    assert "Rolled back: prod-0, prod-1" in failure
