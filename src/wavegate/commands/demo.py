@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 
 from wavegate.clock import SystemClock
+from wavegate.commands import report as pages
 from wavegate.config import app as apps
 from wavegate.config import bundled
 from wavegate.config.fleet import Fleet
@@ -69,7 +70,10 @@ def _story(fleet: Fleet, app: apps.App, echo: Echo) -> int:
 
     echo(f"\n2. Deploy {BAD}: the change that dropped the Space member filter.")
     bad = _deploy(fleet, app, BAD)
-    return _verdict(fleet, app.name, bad, echo)
+    code = _verdict(fleet, app.name, bad, echo)
+    echo(f"\nThe run's page (timeline, the failing check, every cluster): "
+         f"{pages.demo_page(bad)}")
+    return code
 
 
 def _deploy(fleet: Fleet, app: apps.App, version: str) -> RunReport:

@@ -187,3 +187,20 @@ def _fail(probe: Probe, detail: str, *, severity: str, status: int) -> Verdict:
 def _error(probe: Probe, detail: str, *, retryable: bool = False,
            status: int | None = None) -> Verdict:
     return Verdict(Outcome.ERROR, probe.severity, detail, retryable=retryable, status=status)
+
+
+def expected(probe: Probe) -> str:
+    """What a passing answer looks like, in words, for reports that show evidence."""
+    expectation = probe.expectation
+    if isinstance(expectation, Allowed):
+        return f"2xx showing {expectation.marker!r}"
+    if isinstance(expectation, Denied):
+        return f"a denial ({'/'.join(map(str, DENIAL_STATUSES))}) without {expectation.marker!r}"
+    parts = ["/".join(str(code) for code in expectation.status)]
+    parts += [f"{key} = {value!r}" for key, value in expectation.json.items()]
+    ids = expectation.json_ids
+    if ids is not None and ids.subset_of is not None:
+        parts.append(f"ids at {ids.path} within [{', '.join(ids.subset_of)}]")
+    elif ids is not None and ids.equals is not None:
+        parts.append(f"ids at {ids.path} exactly [{', '.join(ids.equals)}]")
+    return ", ".join(parts)

@@ -161,7 +161,8 @@ def _bad_input_report(outputs: Outputs, run_id: str, app: str, version: str,
 
 
 def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
-    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy")
+    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy",
+                       fleet=fleet.name)
     for wave in fleet.waves:
         for name in wave.clusters:
             report.add_cluster(name, wave.name, to_version=version)
@@ -184,6 +185,7 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
         report: RunReport, options: Options | None = None) -> int:
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
+    report.by = report.by or by
     live = {name: target.driver for name, target in targets.items()}
     if not prepared.connected:
         connect(live)

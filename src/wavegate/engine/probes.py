@@ -24,7 +24,7 @@ import tenacity
 
 from wavegate.config.checks import Probe, Suite
 from wavegate.decide import ledger
-from wavegate.decide.verdict import Outcome, Verdict, judge
+from wavegate.decide.verdict import Outcome, Verdict, expected, judge
 from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ class Result:
         return {"name": self.probe.check, "principal": principal,
                 "request": str(self.probe.request), "outcome": self.verdict.outcome.value,
                 "severity": self.verdict.severity, "detail": self.verdict.detail,
-                "status": self.verdict.status}
+                "status": self.verdict.status, "expected": expected(self.probe)}
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ log = structlog.get_logger(__name__)
 
 def new_report(app: str, clusters: list[str], fleet: Fleet, run_id: str,
                to_version: str | None) -> RunReport:
-    report = RunReport(run_id=run_id, app=app, version=to_version, command="rollback")
+    report = RunReport(run_id=run_id, app=app, version=to_version, command="rollback",
+                       fleet=fleet.name)
     for name in clusters:
         report.add_cluster(name, fleet.wave_of(name).name, to_version=to_version)
     return report
@@ -86,6 +87,7 @@ def _roll_back_all(fleet: Fleet, live: dict[str, Driver], *, app: str,
                    to_version: str | None, reason: str, run_id: str, by: str, clock: Clock,
                    report: RunReport) -> int:
     log.info("rollback.started", run_id=run_id, app=app, clusters=list(live), reason=reason)
+    report.by = report.by or by
     with Locks(live, app=app, holder=run_id, force=True), \
             ThreadPoolExecutor(max_workers=len(live) or 1) as pool:
         results = list(pool.map(
@@ -123,5 +125,6 @@ def _one(driver: Driver, *, app: str, to_version: str | None, reason: str, run_i
         driver, app=app, records=records, replacing=current, target=target, run_id=run_id,
         by=by, reason=f"emergency rollback: {reason}", policy=fleet.policy, clock=clock,
         on_state=lambda state: report.update(name, state=state.value))
-    report.update(name, detail=result.detail, checks=result.checks)
+    report.update(name, detail=result.detail, checks=result.checks,
+                  rollback_revision=result.revision)
     return result.ok

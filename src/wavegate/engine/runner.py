@@ -349,7 +349,8 @@ class Runner:
             return
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
-                           else f"{own}; rollback failed: {result.detail}")
+                           else f"{own}; rollback failed: {result.detail}",
+                           rollback_revision=result.revision)
 
     def _failure_summary(self) -> str:
         failed = [(n, s.reason) for n, s in self.seen.clusters.items()
