@@ -13,13 +13,13 @@ from collections.abc import MutableMapping
 from typing import Any
 
 MASK = "[redacted]"
-_MIN_LENGTH = 4  # shorter values would mask ordinary words; such tokens are refused anyway
+MIN_LENGTH = 4  # shorter values would mask ordinary words; `--set-env` refuses them
 _secrets: set[str] = set()
 _lock = threading.Lock()
 
 
 def register(secret: str) -> None:
-    if len(secret) >= _MIN_LENGTH:
+    if len(secret) >= MIN_LENGTH:
         with _lock:
             _secrets.add(secret)
 

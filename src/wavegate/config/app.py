@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from wavegate import redact
 from wavegate.config import checks, templates
 from wavegate.config.fleet import Cluster
 from wavegate.config.yamlsource import parse_all, read_text
@@ -31,6 +33,7 @@ CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding",
 
 Manifest = dict[str, Any]
 RESERVED = frozenset({"version", "app", "cluster.name", "cluster.region", "cluster.namespace"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class App:
                   overrides: Mapping[str, str]) -> dict[str, str]:
         reserved = sorted(set(overrides) & RESERVED)
         if reserved:
-            raise InputError(f"--set cannot override {', '.join(reserved)} (use --version, or "
-                             "the fleet file)")
+            raise InputError(f"--set/--set-env cannot override {', '.join(reserved)} (use "
+                             "--version, or the fleet file)")
         values = {key: _text(value) for key, value in cluster.values.items()}
         return {**values, "version": version, "cluster.name": cluster.name,
                 "cluster.region": cluster.region, "cluster.namespace": cluster.namespace,
@@ -148,3 +151,46 @@ def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise InputError(f"--set expects key=value, got {pair!r}")
         result[key] = value
     return result
+
+
+def parse_env_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--set-env KEY=VAR` pairs: template value KEY -> the environment variable VAR holding it.
+
+    A malformed pair is not echoed: it may be a secret typed where a variable's name belongs."""
+    result = {}
+    for pair in pairs:
+        key, _, variable = pair.partition("=")
+        if not key or not _ENV_NAME.fullmatch(variable):
+            raise InputError("--set-env expects KEY=VAR, VAR the name of an environment "
+                             "variable (letters, digits and _)")
+        result[key] = variable
+    return result
+
+
+def env_values(variables: Mapping[str, str], *,
+               environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The secret template values `--set-env` names, read from the environment now and
+    registered with `redact` at once. A variable not set, or too short to be masked in every
+    output, is bad input naming the variable, never its value."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for key, variable in variables.items():
+        value = environ.get(variable)
+        if value is None:
+            raise InputError(f"--set-env {key}={variable}: the environment variable {variable} "
+                             "is not set")
+        if len(value) < redact.MIN_LENGTH:
+            raise InputError(f"--set-env {key}={variable}: the value of {variable} is shorter "
+                             f"than {redact.MIN_LENGTH} characters, too short to be masked in "
+                             "every output (use --set for values that are not secret)")
+        redact.register(value)
+        values[key] = value
+    return values
+
+
+def merged_values(plain: Mapping[str, str], secret: Mapping[str, str]) -> dict[str, str]:
+    """`--set` and `--set-env` values together; one key given both ways is bad input."""
+    both = sorted(set(plain) & set(secret))
+    if both:
+        raise InputError(f"{', '.join(both)} given with both --set and --set-env")
+    return {**plain, **secret}
