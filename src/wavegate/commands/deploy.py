@@ -18,6 +18,9 @@ from wavegate.engine import session
 @click.option("--version", "version", required=True, help="The version to roll out.")
 @fleet_option
 @click.option("--set", "overrides", multiple=True, metavar="K=V", help="Template value.")
+@click.option("--set-env", "set_env", multiple=True, metavar="K=VAR",
+              help="Secret template value, read from the environment variable VAR "
+                   "(never written anywhere but the rendered release; resume reads it again).")
 @click.option("--auto-approve", is_flag=True, help="Do not wait at approval gates.")
 @click.option("--dry-run", is_flag=True, help="Validate and plan; touch nothing.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
@@ -31,14 +34,16 @@ from wavegate.engine import session
               help="Take over fields another field manager owns (kubectl, Helm, a controller).")
 @click.pass_context
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
-           overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
+           overrides: tuple[str, ...], set_env: tuple[str, ...], auto_approve: bool,
+           dry_run: bool,
            report_path: Path | None, junit_path: Path | None, html_path: Path | None,
            ignore_windows: bool, reason: str | None, force_conflicts: bool) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
     outputs = session.Outputs(report=report_path, junit=junit_path, html=html_path)
     begin = deploys.start(app_name, version, fleet_file=fleet_path, overrides=overrides,
                           auto_approve=auto_approve, ignore_windows=ignore_windows,
-                          reason=reason, outputs=outputs, force_conflicts=force_conflicts)
+                          reason=reason, outputs=outputs, force_conflicts=force_conflicts,
+                          set_env=set_env)
     if dry_run:
         click.echo(f"dry run: {begin.app.name} {version} is valid for "
                    f"{len(begin.fleet.clusters)} clusters in {len(begin.fleet.waves)} waves; "

@@ -18,7 +18,15 @@ from pathlib import Path
 from wavegate import drivers
 from wavegate.clock import Clock
 from wavegate.config import endpoints, local_secrets, windows
-from wavegate.config.app import CHECKS_FILE, App, load_checks, parse_overrides
+from wavegate.config.app import (
+    CHECKS_FILE,
+    App,
+    env_values,
+    load_checks,
+    merged_values,
+    parse_env_overrides,
+    parse_overrides,
+)
 from wavegate.config.app import resolve as resolve_app
 from wavegate.config.fleet import Fleet, resolve_path
 from wavegate.config.fleet import load as load_fleet
@@ -82,7 +90,8 @@ class Start:
     version: str
     prepared: Prepared
     run_id: str
-    overrides: Mapping[str, str] = field(default_factory=dict)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # --set: kept in the journal
+    set_env: Mapping[str, str] = field(default_factory=dict)  # --set-env: key -> variable name
     auto_approve: bool = False
     ignore_windows: str | None = None  # the reason given, when windows are ignored
     approved: frozenset[str] = frozenset()  # gates opened by `promote`
@@ -94,24 +103,29 @@ class Start:
 
 def start(app_name: str, version: str, *, fleet_file: Path | None, overrides: tuple[str, ...],
           auto_approve: bool, ignore_windows: bool, reason: str | None,
-          outputs: Outputs, force_conflicts: bool = False) -> Start:
+          outputs: Outputs, force_conflicts: bool = False, set_env: tuple[str, ...] = ()
+          ) -> Start:
     """A new deploy, checked before any cluster is contacted. Bad input raises InputError
-    (exit 2) and still leaves a `--report` that says so."""
+    (exit 2) and still leaves a `--report` that says so.
+
+    `--set-env` values are read (and registered with `redact`) here, used only to render the
+    releases, and never kept: the `Start` holds the variables' names, not their values."""
     run_id = new_run_id()
     try:
         if ignore_windows and not reason:
             raise InputError("--ignore-windows needs --reason TEXT (it goes in the ledger)")
         fleet, app = load_fleet(resolve_path(fleet_file)), resolve_app(app_name)
-        values = parse_overrides(overrides)
-        prepared = prepare(fleet, app, version, values)
+        values, variables = parse_overrides(overrides), parse_env_overrides(set_env)
+        secrets = env_values(variables)
+        prepared = prepare(fleet, app, version, merged_values(values, secrets))
         ignored = reason if ignore_windows else None
         check_windows(fleet, ignore_reason=ignored, at=datetime.now(UTC))
     except InputError as error:
         _bad_input_report(outputs, run_id, app_name, version, error)
         raise
     return Start(fleet=fleet, app=app, version=version, prepared=prepared, run_id=run_id,
-                 overrides=values, auto_approve=auto_approve, ignore_windows=ignored,
-                 force_conflicts=force_conflicts)
+                 overrides=values, set_env=variables, auto_approve=auto_approve,
+                 ignore_windows=ignored, force_conflicts=force_conflicts)
 
 
 def launch(begin: Start, *, by: str, clock: Clock, outputs: Outputs = NO_OUTPUTS,
@@ -121,7 +135,7 @@ def launch(begin: Start, *, by: str, clock: Clock, outputs: Outputs = NO_OUTPUTS
     journal.keep(report, journal.Inputs.of(
         begin.fleet, begin.app, begin.version, overrides=begin.overrides,
         auto_approve=begin.auto_approve, ignore_windows=begin.ignore_windows,
-        approved=begin.approved))
+        approved=begin.approved, set_env=begin.set_env, force_conflicts=begin.force_conflicts))
     return reported(report, lambda: _launched(begin, report, by=by, clock=clock),
                     outputs=outputs, watch=watch)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavegate.config.app import App
+from wavegate.config.app import App, env_values, merged_values
 from wavegate.config.app import resolve as resolve_app
 from wavegate.config.fleet import load as load_fleet
 from wavegate.decide.ledger import Record, Status
@@ -92,15 +92,28 @@ def begin(found: Found, *, promote: bool = False, abort: bool = False) -> deploy
     if promote and found.outcome != "paused":
         raise InputError(f"run {found.run_id} is not paused at a gate (it is "
                          f"{found.outcome or 'running'}); use `wavegate resume`")
+    secrets = _secret_values(found)
     fleet = load_fleet(Path(inputs.fleet))
     app = App.from_folder(Path(inputs.app))
-    prepared = deploy.prepare(fleet, app, inputs.version, inputs.overrides, live=found.live)
+    prepared = deploy.prepare(fleet, app, inputs.version,
+                              merged_values(inputs.overrides, secrets), live=found.live)
     opened = {inputs.paused_at} if promote and inputs.paused_at else set()
     return deploy.Start(
         fleet=fleet, app=app, version=inputs.version, prepared=prepared, run_id=found.run_id,
-        overrides=inputs.overrides, auto_approve=inputs.auto_approve,
+        overrides=inputs.overrides, set_env=inputs.set_env, auto_approve=inputs.auto_approve,
         ignore_windows=inputs.ignore_windows, approved=frozenset(inputs.approved) | opened,
-        resuming=True, abort=abort, records=found.records)
+        resuming=True, abort=abort, force_conflicts=inputs.force_conflicts,
+        records=found.records)
+
+
+def _secret_values(found: Found) -> dict[str, str]:
+    """The run's `--set-env` values, read again from this process's environment: the journal
+    kept only the variables' names."""
+    try:
+        return env_values(found.inputs.set_env)
+    except InputError as error:
+        raise InputError(f"run {found.run_id} cannot be picked up: {error.message} (set it "
+                         "again as when the run started; nothing was touched)") from None
 
 
 def signal_abort(found: Found) -> int | None:

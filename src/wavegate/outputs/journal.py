@@ -2,7 +2,8 @@
 
 It sits beside the report in `.wavegate/runs/<run_id>.json` and is rewritten as the run
 goes, so even a SIGKILL leaves it. It holds inputs (fleet, app, version, overrides) and where
-the run paused, never secrets; the clusters' ledgers hold the state.
+the run paused, never secrets: a `--set-env` value is kept as the name of the variable it came
+from (`resume` reads it again); the clusters' ledgers hold the state.
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ class Inputs:
     approved: tuple[str, ...] = ()
     pid: int = 0
     paused_at: str | None = None
+    set_env: dict[str, str] = field(default_factory=dict)  # template key -> variable name
+    force_conflicts: bool = False
 
     @classmethod
     def of(cls, fleet: Fleet, app: App, version: str, *, overrides: Mapping[str, str],
            auto_approve: bool, ignore_windows: str | None,
-           approved: Iterable[str] = ()) -> Inputs:
+           approved: Iterable[str] = (), set_env: Mapping[str, str] | None = None,
+           force_conflicts: bool = False) -> Inputs:
         """What this process's run was asked, with absolute paths (resume may run elsewhere)."""
         return cls(fleet=str(fleet.path.resolve()), app=str(app.path.resolve()), version=version,
                    overrides=dict(overrides), auto_approve=auto_approve,
                    ignore_windows=ignore_windows, approved=tuple(sorted(approved)),
-                   pid=os.getpid())
+                   pid=os.getpid(), set_env=dict(set_env or {}),
+                   force_conflicts=force_conflicts)
 
 
 def keep(report: RunReport, inputs: Inputs) -> None:
