@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from wavegate import redact
 from wavegate.commands import (
     abort,
     check,
@@ -45,12 +46,13 @@ def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             code = command(*args, **kwargs)
         except WavegateError as error:
-            click.echo(f"wavegate: {error}", err=True)
+            click.echo(f"wavegate: {redact.scrub(str(error))}", err=True)
             sys.exit(error.exit_code)
         except Exception as error:
             if click.get_current_context().find_root().params.get("verbose"):
                 raise
-            click.echo(f"wavegate: internal error ({type(error).__name__}: {error}); "
+            click.echo(f"wavegate: internal error ({type(error).__name__}: "
+                       f"{redact.scrub(str(error))}); "
                        "rerun with -v for details", err=True)
             sys.exit(EXIT_NEEDS_HUMAN)
         sys.exit(code or 0)

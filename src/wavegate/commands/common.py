@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from wavegate import redact
 from wavegate.config import fleet as fleets
 from wavegate.engine import session
 from wavegate.errors import EXIT_NEEDS_HUMAN
@@ -35,5 +36,6 @@ def live_table(context: click.Context) -> session.Watch:
 
 def ended(report: RunReport) -> int:
     """Print how the run ended; its exit code."""
-    click.echo(f"{report.outcome}: {report.message}" if report.message else report.outcome)
+    click.echo(f"{report.outcome}: {redact.scrub(report.message)}" if report.message
+               else report.outcome)
     return EXIT_NEEDS_HUMAN if report.exit_code is None else report.exit_code

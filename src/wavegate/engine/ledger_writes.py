@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wavegate import redact
 from wavegate.config.app import Release
 from wavegate.decide import ledger
 from wavegate.decide.ledger import Record, Status
@@ -35,7 +36,7 @@ def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
     record = Record(app=release.app, cluster=driver.cluster.name,
                     revision=ledger.next_revision(records), version=release.version,
                     status=Status.APPLYING, run_id=run_id, by=by, started_at=ledger.now(),
-                    rollback_of=rollback_of, reason=reason)
+                    rollback_of=rollback_of, reason=_scrubbed(reason))
     return driver.create_record(record, release, holder=run_id)
 
 
@@ -46,6 +47,8 @@ def mark(driver: Driver, app: str, revision: int, *, holder: str,
     `current` is the revision as the caller last read or wrote it; without it, it is read."""
     if changes.get("status") not in (None, Status.APPLYING) and "finished_at" not in changes:
         changes["finished_at"] = ledger.now()
+    if "reason" in changes:
+        changes["reason"] = _scrubbed(changes["reason"])
     for attempt in range(_ATTEMPTS):
         if current is None or current.revision != revision:
             current = next(r for r in driver.records(app) if r.revision == revision)
@@ -56,3 +59,9 @@ def mark(driver: Driver, app: str, revision: int, *, holder: str,
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _scrubbed(reason: str | None) -> str | None:
+    """A reason may quote a pod's last output or an API answer: never with a secret in it
+    (ledger metadata is shown by `history` to anyone who may list the ledger)."""
+    return None if reason is None else redact.scrub(reason)

@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from wavegate import redact
 from wavegate.outputs.report import RunReport
 
 _STYLES = {
@@ -31,7 +32,7 @@ def table(report: RunReport) -> Table:
         checks = f"{passed}/{len(entry.checks)}" if entry.checks else ""
         grid.add_row(entry.cluster, entry.wave, f"[{style}]{entry.state}[/]",
                      entry.from_version or "-", entry.to_version or "-", checks,
-                     escape(_short(entry.detail or "")))
+                     escape(_short(redact.scrub(entry.detail or ""))))
     return grid
 
 
