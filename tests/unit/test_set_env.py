@@ -169,7 +169,7 @@ def test_a_deploy_keeps_key_and_variable_in_journal_and_report_never_the_value(
     assert report.exit_code == EXIT_OK
     written = journal.path(begin.run_id).read_text() + (tmp_path / "report.json").read_text()
     assert secret not in written
-    data, inputs = journal.read(begin.run_id)
+    _, inputs = journal.read(begin.run_id)
     assert inputs.set_env == {"db_password": VARIABLE}
     assert inputs.overrides == {"replicas": "2"}  # plain --set values stay as they were
     stored = {configmap_value(release) for state in clusters.values()
