@@ -164,7 +164,7 @@ def _body(shape: Shape) -> JsonSchema:
 
 def _object(shape: Obj) -> JsonSchema:
     schema: JsonSchema = {
-        "type": ["object", "null"] if shape.nullable else "object",
+        "type": "object",
         "properties": {name: _schema(inner) for name, inner in shape.fields.items()},
         "additionalProperties": False,
     }
@@ -178,4 +178,4 @@ def _object(shape: Obj) -> JsonSchema:
               for group in shape.at_most_one]
     if rules:
         schema["allOf"] = rules
-    return schema
+    return {"anyOf": [{"type": "null"}, schema]} if shape.nullable else schema
