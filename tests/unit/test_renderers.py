@@ -139,5 +139,5 @@ def test_output_that_is_not_manifests_names_the_command_output(tmp_path: Path) -
 def test_an_app_with_both_a_kustomization_and_app_yaml_is_refused(tmp_path: Path) -> None:
     folder = command_app(tmp_path, "", "[./render.sh]")
     (folder / "kustomization.yaml").write_text("resources: []\n")
-    with pytest.raises(InputError, match="both kustomization.yaml and app.yaml"):
+    with pytest.raises(InputError, match=r"both kustomization\.yaml and app\.yaml"):
         app.App.from_folder(folder)
