@@ -28,6 +28,7 @@ from wavegate.commands import (
     report,
     resume,
     rollback,
+    schema,
     status,
 )
 from wavegate.errors import EXIT_NEEDS_HUMAN, WavegateError
@@ -36,7 +37,7 @@ from wavegate.outputs import logs
 COMMANDS: tuple[click.Command, ...] = (
     plan.plan, deploy.deploy, resume.resume, promote.promote, abort.abort, rollback.rollback,
     status.status, history.history, check.check, fleet.fleet, completion.completion, demo.demo,
-    report.report,
+    report.report, schema.schema,
 )
 
 

@@ -214,7 +214,8 @@ def test_an_incomplete_app_folder_is_refused(
     folder = make_app(tmp_path, files, checks_text=checks_text)
     with pytest.raises(InputError) as caught:
         app.App.from_folder(folder)
-    assert str(caught.value) == f"{folder}: {message}" + ("" if files else " (*.yaml)")
+    assert str(caught.value) == f"{folder}: {message}" + (
+        "" if files else " (*.yaml), kustomization.yaml or app.yaml")
 
 
 def test_a_missing_app_folder_is_refused(tmp_path: Path) -> None:

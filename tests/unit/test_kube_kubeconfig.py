@@ -4,8 +4,10 @@ output."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from wavegate.config.fleet import Cluster
 from wavegate.kube import kubeconfig
 
 
@@ -44,3 +46,19 @@ def test_an_authorization_header_yields_itself_and_its_credential() -> None:
     assert list(kubeconfig.header_secrets("Basic YWxpY2U6cHc=")) == ["Basic YWxpY2U6cHc=",
                                                                      "YWxpY2U6cHc="]
     assert list(kubeconfig.header_secrets(None)) == []
+
+
+def test_in_cluster_means_the_pods_service_account_unless_a_kubeconfig_is_named() -> None:
+    pod = Cluster(name="a", region="r", driver="kubernetes", namespace="n", context="in-cluster")
+    assert kubeconfig.uses_service_account(pod)
+    assert not kubeconfig.uses_service_account(replace(pod, kubeconfig=Path("k")))
+    assert not kubeconfig.uses_service_account(replace(pod, context="prod-0"))
+
+
+def test_the_service_account_folder_can_be_moved_and_missing_variables_are_named() -> None:
+    assert kubeconfig.service_account({}) == (
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"))
+    moved = {"WAVEGATE_SERVICEACCOUNT_DIR": "/mnt/sa", "KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    assert kubeconfig.service_account(moved) == (Path("/mnt/sa/token"), Path("/mnt/sa/ca.crt"))
+    assert kubeconfig.missing_service_env(moved) == ["KUBERNETES_SERVICE_PORT"]

@@ -3,7 +3,8 @@
 `load` parses `checks.yaml` (already rendered for a version) into a `Suite`; `Suite.probes`
 expands it into the flat list of single requests a verification sends: every principal of an
 authz matrix against every resource, each expected to be allowed or denied. Pure: no tokens are
-read here and nothing is sent.
+read here and nothing is sent. `SHAPE` declares the file's fields: the readers take theirs from
+it and `wavegate schema checks` prints it (a new check kind is one more field of `CHECK`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wavegate.config import fields as schema
-from wavegate.config import sizes
+from wavegate.config import shapes, sizes
 from wavegate.config.yamlsource import FieldPath, Source, parse
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -22,6 +23,46 @@ SEVERITIES = ("security", "functional")
 DENIAL_STATUSES = (401, 403, 404)
 DEFAULT_MAX_BODY = sizes.MIB  # an answer larger than this is an error, never read whole
 TOKEN_SOURCES = ("token_env", "token_file", "token_command")
+
+PRINCIPAL = shapes.Obj("Who probes, and where its token comes from (none: anonymous)", {
+    "token_env": shapes.Str("Environment variable holding the token"),
+    "token_file": shapes.Str("File holding the token (relative to the checks file)"),
+    "token_command": shapes.Strings("Command whose stdout is the token, or JSON {token, "
+                                    "expires_at}", min_items=1),
+}, at_most_one=(TOKEN_SOURCES,), nullable=True)
+REQUEST = shapes.Str("'METHOD /path'", pattern=rf"^({'|'.join(METHODS)}) /")
+JSON_IDS = shapes.Obj("The ids a JSON path finds in the answer", {
+    "path": shapes.Str("JSON path, such as $.spaces[*].id", pattern=r"^\$"),
+    "subset_of": shapes.Strings("Every id found must be one of these"),
+    "equals": shapes.Strings("The ids found must be exactly these"),
+}, required=("path",), exactly_one=(("subset_of", "equals"),))
+EXPECT = shapes.Obj("What the answer must show", {
+    "status": shapes.OneOf("Expected status, or any of several", (
+        shapes.Int(minimum=100), shapes.ListOf("", shapes.Int(minimum=100)))),
+    "json": shapes.MapOf("Top-level JSON fields and their values", shapes.Anything()),
+    "json_ids": JSON_IDS,
+})
+RESOURCE = shapes.Obj("How to fetch a resource, and a marker its body would show", {
+    "request": REQUEST, "marker": shapes.Str("Text only the resource's body shows"),
+}, required=("request", "marker"))
+MATRIX = shapes.Obj("Every principal against every resource; what allow omits must be denied", {
+    "principals": shapes.Strings("Principals to try", min_items=1),
+    "resources": shapes.MapOf("Resources by name", RESOURCE, min_items=1),
+    "allow": shapes.MapOf("Principal -> the resources it may read", shapes.Strings()),
+}, required=("principals", "resources"))
+CHECK = shapes.Obj("One check: a request and its expectation, or an authz matrix", {
+    "name": shapes.Str("Shown in reports"),
+    "request": REQUEST,
+    "as": shapes.Str("The principal sending the request"),
+    "expect": EXPECT,
+    "authz_matrix": MATRIX,
+    "severity": shapes.Choice("How a failure is reported", SEVERITIES),
+    "max_body": shapes.Size("Largest answer read (default 1MiB)"),
+}, required=("name",), exactly_one=(("request", "authz_matrix"),))
+SHAPE = shapes.Obj("A wavegate checks file: an app's authorization contract.", {
+    "principals": shapes.MapOf("Principals by name", PRINCIPAL),
+    "checks": shapes.ListOf("The checks", CHECK, min_items=1),
+}, required=("checks",))
 
 
 @dataclass(frozen=True)
@@ -99,8 +140,7 @@ class Suite:
 
 def load(text: str, file: Path) -> Suite:
     data, source = parse(text, file)
-    root = schema.mapping(data, (), source, allowed=("principals", "checks"),
-                          required=("checks",))
+    root = schema.record(data, (), source, SHAPE)
     principals = _principals(root.get("principals", {}), source)
     probes: list[Probe] = []
     items = schema.sequence(root["checks"], ("checks",), source)
@@ -117,7 +157,7 @@ def _principals(value: Any, source: Source) -> dict[str, Principal]:
     principals = {}
     for name, spec in raw.items():
         path: FieldPath = ("principals", name)
-        fields = schema.mapping(spec or {}, path, source, allowed=TOKEN_SOURCES)
+        fields = schema.record(spec, path, source, PRINCIPAL)
         if len(fields) > 1:
             raise source.error(path, "give at most one of token_env, token_file or "
                                      "token_command")
@@ -148,9 +188,7 @@ def _command(value: Any, path: FieldPath, source: Source) -> tuple[str, ...]:
 
 def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
            source: Source) -> list[Probe]:
-    raw = schema.mapping(value, path, source, allowed=(
-        "name", "request", "as", "expect", "authz_matrix", "severity", "max_body"),
-        required=("name",))
+    raw = schema.record(value, path, source, CHECK)
     name = schema.string(raw["name"], path + ("name",), source)
     if ("authz_matrix" in raw) == ("request" in raw):
         raise source.error(path, "a check needs exactly one of 'request' or 'authz_matrix'")
@@ -187,8 +225,7 @@ def _severity(raw: Mapping[str, Any], path: FieldPath, source: Source, *, defaul
 
 def _matrix(value: Any, path: FieldPath, name: str, severity: str,
             principals: Mapping[str, Principal], source: Source) -> list[Probe]:
-    raw = schema.mapping(value, path, source, allowed=("principals", "resources", "allow"),
-                         required=("principals", "resources"))
+    raw = schema.record(value, path, source, MATRIX)
     who = [_principal_ref(item, path + ("principals", index), principals, source)
            for index, item in enumerate(schema.strings(raw["principals"],
                                                        path + ("principals",), source))]
@@ -221,8 +258,7 @@ def _resources(value: Any, path: FieldPath,
     resources = {}
     for name, spec in raw.items():
         where = path + (name,)
-        fields = schema.mapping(spec, where, source, allowed=("request", "marker"),
-                                required=("request", "marker"))
+        fields = schema.record(spec, where, source, RESOURCE)
         resources[name] = (_request(fields["request"], where + ("request",), source),
                            schema.string(fields["marker"], where + ("marker",), source))
     return resources
@@ -259,7 +295,7 @@ def _request(value: Any, path: FieldPath, source: Source) -> Request:
 
 
 def _expect(value: Any, path: FieldPath, source: Source) -> Expect:
-    raw = schema.mapping(value, path, source, allowed=("status", "json", "json_ids"))
+    raw = schema.record(value, path, source, EXPECT)
     status = raw.get("status", 200)
     statuses = tuple(status) if isinstance(status, list) else (status,)
     for code in statuses:
@@ -272,8 +308,7 @@ def _expect(value: Any, path: FieldPath, source: Source) -> Expect:
 
 
 def _json_ids(value: Any, path: FieldPath, source: Source) -> JsonIds:
-    raw = schema.mapping(value, path, source, allowed=("path", "subset_of", "equals"),
-                         required=("path",))
+    raw = schema.record(value, path, source, JSON_IDS)
     if ("subset_of" in raw) == ("equals" in raw):
         raise source.error(path, "json_ids needs exactly one of 'subset_of' or 'equals'")
     json_path = schema.string(raw["path"], path + ("path",), source)

@@ -2,7 +2,8 @@
 
 Each reader takes the raw value, its field path and the `Source`, and raises an `InputError`
 naming file, line and field. Keeping the readers tiny and shared is what makes every config
-error read the same way.
+error read the same way. `record` reads a mapping whose fields a `shapes.Obj` declares, so the
+fields wavegate accepts and those its JSON Schema lists are one list.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from wavegate.config import durations
+from wavegate.config import durations, shapes
 from wavegate.config.yamlsource import FieldPath, Source
 
 
@@ -28,6 +29,13 @@ def mapping(
         if key not in value:
             raise source.error(path, f"missing required field {key!r}")
     return value
+
+
+def record(value: Any, path: FieldPath, source: Source, shape: shapes.Obj) -> Mapping[str, Any]:
+    """A mapping of the fields `shape` declares (an empty one if it is nullable and empty)."""
+    if value is None and shape.nullable:
+        return {}
+    return mapping(value, path, source, allowed=shape.allowed, required=shape.required)
 
 
 def string(value: Any, path: FieldPath, source: Source) -> str:

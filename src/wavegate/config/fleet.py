@@ -1,7 +1,8 @@
 """The fleet file: clusters, the waves they roll out in, and the run policy.
 
 `load` turns a fleet file into a frozen `Fleet` or raises an `InputError` that names the file,
-the line and the field. Everything here is pure: nothing is contacted while loading.
+the line and the field. `SHAPE` declares the file's fields; the readers take theirs from it and
+`wavegate schema fleet` prints it. Everything here is pure: nothing is contacted while loading.
 """
 
 from __future__ import annotations
@@ -13,16 +14,76 @@ from pathlib import Path
 from typing import Any
 
 from wavegate.config import fields as schema
-from wavegate.config import windows
+from wavegate.config import shapes, windows
 from wavegate.config.yamlsource import FieldPath, Source
 from wavegate.config.yamlsource import load as load_yaml
 
 DRIVERS = ("kubernetes", "local")
 ON_FAILURE = ("rollback-release", "rollback-failed", "halt")
 DEFAULT_FLEET = Path("clusters/local.yaml")
-_CLUSTER_FIELDS = ("name", "region", "context", "endpoint", "namespace", "driver", "kubeconfig",
-                   "values", "labels", "insecure_http")
-_DEFAULT_FIELDS = ("namespace", "driver", "kubeconfig", "values", "insecure_http")
+IN_CLUSTER = "in-cluster"  # the context that means the pod's own service account
+
+_CLUSTER = shapes.Obj("One cluster: where it is and what its templates are filled with.", {
+    "name": shapes.Str("Unique name (in ledgers, locks, reports)"),
+    "region": shapes.Str("Region; waves may select on it"),
+    "context": shapes.Str(f"Kubeconfig context; {IN_CLUSTER!r} uses the pod's service account"),
+    "endpoint": shapes.Str("Where checks send their requests (required for kubernetes)"),
+    "namespace": shapes.Str("Namespace the app's objects go in"),
+    "driver": shapes.Choice("How the cluster is reached", DRIVERS),
+    "kubeconfig": shapes.Str("Kubeconfig file, relative to the fleet file"),
+    "values": shapes.MapOf("Template values", shapes.Anything()),
+    "labels": shapes.MapOf("Labels wave selectors match", shapes.Str()),
+    "insecure_http": shapes.Bool("Probes may send tokens to a plain http:// endpoint"),
+}, required=("name",))
+_DEFAULTS = shapes.Obj("Values every cluster takes unless it sets its own", {
+    key: _CLUSTER.fields[key]
+    for key in ("namespace", "driver", "kubeconfig", "values", "insecure_http")})
+_WAVE = shapes.Obj("Clusters deployed together, then checked and baked.", {
+    "name": shapes.Str("Unique wave name"),
+    "clusters": shapes.Strings("Cluster names", min_items=1),
+    "selector": shapes.MapOf("Attributes (name, region, namespace, driver, label) the clusters "
+                             "not yet in a wave must match", shapes.Anything(), min_items=1),
+    "max_parallel": shapes.Int("Clusters deployed at once", minimum=1),
+    "bake": shapes.Duration("How long checks keep passing before the next wave"),
+}, required=("name",), exactly_one=(("clusters", "selector"),))
+_WINDOWS = shapes.Obj("When deploys may start", {
+    "allow": shapes.Strings("Allow windows, e.g. 'Mon-Thu 08:00-16:00 Europe/Amsterdam'"),
+    "freeze": shapes.Strings("Freeze periods, e.g. '2025-12-20/2026-01-05'"),
+})
+_POLICY = shapes.Obj("How a run behaves.", {
+    "on_failure": shapes.Choice("What a failed check does", ON_FAILURE),
+    "check_interval": shapes.Duration("Time between check rounds while baking"),
+    "check_timeout": shapes.Duration("Deadline of one probe"),
+    "max_check_errors": shapes.Int("Consecutive check errors that count as a failure",
+                                   minimum=1),
+    "rollout_timeout": shapes.Duration("How long workloads may take to roll out"),
+    "watch": shapes.Duration("Keep checking every cluster this long after the last wave"),
+    "approval": shapes.Strings("Waves that wait for `wavegate promote`"),
+    "windows": _WINDOWS,
+    "history": shapes.Int("Ledger revisions kept per cluster and app", minimum=1),
+})
+_SECRET_REF = shapes.Obj("A secret value's source", {
+    "env": shapes.Str("Environment variable holding the value")}, required=("env",))
+_LOCAL = shapes.Obj("The local fleet: clusters run as local processes.", {
+    "state_dir": shapes.Str("State folder, relative to the fleet file"),
+    "images": shapes.MapOf("Image name (no tag) -> argv; ${tag} is the image tag",
+                           shapes.Strings()),
+    "secrets": shapes.MapOf("Secrets created in every cluster", shapes.MapOf(
+        "Key -> where its value comes from", _SECRET_REF)),
+}, required=("images",))
+_WEBHOOK = shapes.Obj("A JSON POST on run events", {
+    "url_env": shapes.Str("Environment variable holding the URL")}, required=("url_env",))
+_NOTIFY = shapes.Obj("Where run events are posted.", {
+    "webhooks": shapes.ListOf("Webhooks", _WEBHOOK)})
+SHAPE = shapes.Obj("A wavegate fleet file: clusters, the waves they roll out in, the policy.", {
+    "fleet": shapes.Str("The fleet's name"),
+    "defaults": _DEFAULTS,
+    "clusters": shapes.ListOf("The clusters", _CLUSTER, min_items=1),
+    "waves": shapes.ListOf("Waves, in the order they run", _WAVE),
+    "policy": _POLICY,
+    "local": _LOCAL,
+    "notify": _NOTIFY,
+}, required=("fleet", "clusters", "waves"))
 
 
 @dataclass(frozen=True)
@@ -110,9 +171,7 @@ def resolve_path(path: Path | str | None) -> Path:
 
 def load(path: Path) -> Fleet:
     data, source = load_yaml(path)
-    root = schema.mapping(
-        data, (), source, allowed=("fleet", "defaults", "clusters", "waves", "policy", "local",
-                                   "notify"), required=("fleet", "clusters", "waves"))
+    root = schema.record(data, (), source, SHAPE)
     defaults = _defaults(root.get("defaults", {}), source)
     clusters = _clusters(root["clusters"], defaults, source)
     waves = _waves(root["waves"], clusters, source)
@@ -131,7 +190,7 @@ def load(path: Path) -> Fleet:
 
 
 def _defaults(value: Any, source: Source) -> dict[str, Any]:
-    raw = dict(schema.mapping(value, ("defaults",), source, allowed=_DEFAULT_FIELDS))
+    raw = dict(schema.record(value, ("defaults",), source, _DEFAULTS))
     if "values" in raw:
         raw["values"] = _values(raw["values"], ("defaults", "values"), source)
     return raw
@@ -156,7 +215,7 @@ def _clusters(value: Any, defaults: Mapping[str, Any], source: Source) -> tuple[
 
 
 def _cluster(value: Any, path: FieldPath, defaults: Mapping[str, Any], source: Source) -> Cluster:
-    raw = schema.mapping(value, path, source, allowed=_CLUSTER_FIELDS, required=("name",))
+    raw = schema.record(value, path, source, _CLUSTER)
     own_values = _values(raw.get("values", {}), path + ("values",), source)
     merged = {**defaults, **raw, "values": {**defaults.get("values", {}), **own_values}}
 
@@ -231,9 +290,7 @@ def _wave(
     value: Any, path: FieldPath, clusters: tuple[Cluster, ...], placed: Mapping[str, str],
     source: Source,
 ) -> Wave:
-    raw = schema.mapping(value, path, source,
-                         allowed=("name", "clusters", "selector", "max_parallel", "bake"),
-                         required=("name",))
+    raw = schema.record(value, path, source, _WAVE)
     if ("clusters" in raw) == ("selector" in raw):
         raise source.error(path, "a wave needs exactly one of 'clusters' or 'selector'")
     if "clusters" in raw:
@@ -270,9 +327,7 @@ def _select(
 
 def _policy(value: Any, wave_names: set[str], source: Source) -> Policy:
     path: FieldPath = ("policy",)
-    raw = schema.mapping(value, path, source, allowed=(
-        "on_failure", "check_interval", "check_timeout", "max_check_errors", "rollout_timeout",
-        "watch", "approval", "windows", "history"))
+    raw = schema.record(value, path, source, _POLICY)
     default = Policy()
     approval = schema.strings(raw.get("approval", []), path + ("approval",), source)
     for index, name in enumerate(approval):
@@ -305,7 +360,7 @@ def _positive(raw: Mapping[str, Any], key: str, default: float, source: Source) 
 
 def _windows(value: Any, source: Source) -> Windows:
     path: FieldPath = ("policy", "windows")
-    raw = schema.mapping(value, path, source, allowed=("allow", "freeze"))
+    raw = schema.record(value, path, source, _WINDOWS)
     return Windows(
         allow=tuple(_parsed(windows.parse_allow, text, path + ("allow", index), source)
                     for index, text in enumerate(
@@ -324,20 +379,19 @@ def _parsed(parser: Any, text: str, path: FieldPath, source: Source) -> Any:
 
 
 def _webhooks(value: Any, source: Source) -> tuple[Webhook, ...]:
-    raw = schema.mapping(value, ("notify",), source, allowed=("webhooks",))
+    raw = schema.record(value, ("notify",), source, _NOTIFY)
     hooks = schema.sequence(raw.get("webhooks", []), ("notify", "webhooks"), source)
     result = []
     for index, item in enumerate(hooks):
         path = ("notify", "webhooks", index)
-        hook = schema.mapping(item, path, source, allowed=("url_env",), required=("url_env",))
+        hook = schema.record(item, path, source, _WEBHOOK)
         result.append(Webhook(schema.string(hook["url_env"], path + ("url_env",), source)))
     return tuple(result)
 
 
 def _local(value: Any, source: Source) -> LocalFleet:
     path: FieldPath = ("local",)
-    raw = schema.mapping(value, path, source, allowed=("state_dir", "images", "secrets"),
-                         required=("images",))
+    raw = schema.record(value, path, source, _LOCAL)
     images_raw = raw["images"]
     images = schema.mapping(images_raw, path + ("images",), source,
                             allowed=images_raw if isinstance(images_raw, dict) else ())
@@ -362,7 +416,7 @@ def _local_secrets(value: Any, path: FieldPath, source: Source) -> dict[str, dic
         secrets[name] = {}
         for key, ref in keys_raw.items():
             where = path + (name, key)
-            ref_raw = schema.mapping(ref, where, source, allowed=("env",), required=("env",))
+            ref_raw = schema.record(ref, where, source, _SECRET_REF)
             secrets[name][key] = schema.string(ref_raw["env"], where + ("env",), source)
     return secrets
 

@@ -54,6 +54,7 @@ import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.incluster_config import InClusterConfigLoader
 
 from wavegate import __version__, redact
 from wavegate.config.app import APP_LABEL, Manifest, Release
@@ -913,7 +914,43 @@ class _Api:
         self._lock = threading.Lock()
 
     def load(self) -> _Connection:
-        """(Re)read the kubeconfig for the cluster's context into a client of our own."""
+        """(Re)read the cluster's credentials into a client of our own."""
+        if kubeconfig.uses_service_account(self.cluster):
+            configuration = self._service_account()
+        else:
+            configuration = self._kubeconfig()
+        configuration.retries = False  # tenacity retries, and logs each retry
+        _register_loaded(configuration)
+        with self._lock:
+            generation = self._connection.generation + 1 if self._connection else 1
+            self._connection = _Connection(configuration.host, configuration,
+                                           client.ApiClient(configuration), generation)
+            return self._connection
+
+    def _service_account(self) -> Any:
+        """The pod's service account. The client's loader reads the token file again a minute
+        after each read, and a 401 reloads it at once (`_authenticated`): a projected token
+        that the kubelet rotates is picked up either way."""
+        missing = kubeconfig.missing_service_env()
+        token, ca = kubeconfig.service_account()
+        if missing or not token.is_file():
+            what = ", ".join(missing) if missing else f"no token at {token}"
+            raise DriverError(f"context {kubeconfig.IN_CLUSTER}: not inside a pod ({what}); "
+                              f"set {kubeconfig.SERVICE_ACCOUNT_DIR_ENV} if the service "
+                              "account is mounted elsewhere", cluster=self.cluster.name)
+        configuration = client.Configuration()
+        try:
+            loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=str(token), cert_filename=str(ca), try_refresh_token=True)
+            loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+        except (ConfigException, OSError) as error:
+            raise DriverError(f"context {kubeconfig.IN_CLUSTER}: "
+                              f"{apierrors.one_line(str(error))}",
+                              cluster=self.cluster.name) from error
+        return configuration
+
+    def _kubeconfig(self) -> Any:
+        """The kubeconfig's context for the cluster."""
         files = kubeconfig.locations(self.cluster.kubeconfig)
         existing = [path for path in files if path.is_file()]
         if not existing:
@@ -932,13 +969,7 @@ class _Api:
             raise DriverError(f"kubeconfig context {self.cluster.context or '(current)'}: "
                               f"{apierrors.one_line(str(error))}",
                               cluster=self.cluster.name) from error
-        configuration.retries = False  # tenacity retries, and logs each retry
-        _register_loaded(configuration)
-        with self._lock:
-            generation = self._connection.generation + 1 if self._connection else 1
-            self._connection = _Connection(configuration.host, configuration,
-                                           client.ApiClient(configuration), generation)
-            return self._connection
+        return configuration
 
     def close(self) -> None:
         with self._lock:

@@ -34,7 +34,7 @@ from wavegate.decide import rebuild
 from wavegate.decide.ledger import Record
 from wavegate.decide.rollout import Ending
 from wavegate.drivers.base import Driver
-from wavegate.engine import credentials, notify
+from wavegate.engine import credentials, notify, renderers
 from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
@@ -69,8 +69,9 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], 
         local_secrets.objects(fleet.local, "check", fleet_file=fleet.path)  # all variables set
     targets = {}
     tokens: dict[str, Mapping[str, str | None]] = {}  # per distinct checks text: read once
+    rendering = renderers.Renderers()  # kustomize or a render command: once per distinct input
     for cluster in fleet.clusters:
-        release = app.render(cluster, version, overrides)
+        release = rendering.release(app, cluster, version, overrides)
         suite = load_checks(release.checks, app.path / CHECKS_FILE)
         endpoints.refuse_tokens_in_clear(suite, cluster)
         if release.checks not in tokens:
