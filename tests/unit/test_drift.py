@@ -68,7 +68,7 @@ def failures(sees: dict[str, list[str]], base: drift.Baseline | None = None) -> 
     """`principal request: detail` for every failing probe of a round against the baseline."""
     found = []
     base = base or baseline()
-    for probe in drift.round_probes(base.drifts, base):
+    for probe in drift.round_probes(base):
         verdict = judge(probe, answer_like_the_app(probe, sees))
         if verdict.outcome is not Outcome.PASS:
             assert probe.principal is not None
@@ -166,7 +166,7 @@ def test_a_list_only_leak_names_principal_request_id_and_the_version_before() ->
 def test_a_direct_read_leak_for_one_principal_is_found_by_the_reads_alone() -> None:
     sees = dict(MEMBERS)
     base = baseline()
-    reads = [p for p in drift.round_probes(base.drifts, base)
+    reads = [p for p in drift.round_probes(base)
              if isinstance(p.expectation, Unchanged) and p.expectation.target]
     assert len(reads) == 9  # three principals read the three ids anyone listed
     leaked = [p for p in reads if p.principal and p.principal.name == "bob"
@@ -193,7 +193,7 @@ def test_a_rollback_is_held_to_the_baseline_without_allow_new() -> None:
 
 def test_a_member_refused_where_served_before_is_a_functional_failure() -> None:
     base = baseline()
-    probe = next(p for p in drift.round_probes(base.drifts, base)
+    probe = next(p for p in drift.round_probes(base)
                  if p.principal and p.principal.name == "alice" and str(p.request) ==
                  "GET /api/spaces")
     verdict = judge(probe, Response(403, b"{}"))
@@ -210,7 +210,7 @@ def test_a_member_refused_where_served_before_is_a_functional_failure() -> None:
 def test_answers_that_cannot_be_compared_never_pass(answer: Response, outcome: Outcome,
                                                     retryable: bool) -> None:
     base = baseline()
-    probe = drift.round_probes(base.drifts, base)[0]
+    probe = drift.round_probes(base)[0]
     verdict = judge(probe, answer)
     assert (verdict.outcome, verdict.retryable) == (outcome, retryable)
 
@@ -219,7 +219,7 @@ def test_answers_that_cannot_be_compared_never_pass(answer: Response, outcome: O
     (None, drift.NO_RUN), (drift.nothing_live(load().drifts, "s"), drift.NOTHING_LIVE)])
 def test_without_a_baseline_the_listings_pass_with_a_note(base: drift.Baseline | None,
                                                           note: str) -> None:
-    probes = drift.round_probes(load().drifts, base)
+    probes = drift.round_probes(base) if base else drift.unbaselined(load().drifts)
     assert len(probes) == 6  # no reads: there is nothing to read against
     verdict = judge(probes[0], listing(ALL))
     assert verdict.outcome is Outcome.PASS and verdict.detail.startswith(note)
@@ -251,5 +251,5 @@ def test_reads_are_sampled_evenly_up_to_max_ids(count: int, limit: int,
 def test_probes_per_principal_and_request() -> None:
     """The cost: per principal, one listing per request and one read per listed id."""
     base = baseline()
-    probes = drift.round_probes(base.drifts, base)
+    probes = drift.round_probes(base)
     assert len(probes) == 3 * 2 + 3 * 3

@@ -33,6 +33,7 @@ from wavegate.decide.verdict import Response, listed_ids
 
 NOTHING_LIVE = "no baseline: nothing was live before this release"
 NO_RUN = "no baseline: access drift compares a release with the one live before it, in a deploy"
+LOST = "no baseline: the run resumed after this cluster changed, and its journal kept none"
 TAKING = "the live release's answer, kept as the baseline"
 
 Listing = tuple[str, str, str]  # (check, principal, request name)
@@ -51,6 +52,7 @@ class Baseline:
     reads: Mapping[Read, bool] = field(default_factory=dict)  # served or refused
     targets: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     strict: bool = False  # verifying a rollback: no new grant is allowed, allow_new or not
+    note: str = NOTHING_LIVE  # why there is nothing to compare, when `version` is None
 
     def for_rollback(self) -> Baseline:
         """The release before must show what it showed: allow_new speaks for the new one."""
@@ -58,7 +60,7 @@ class Baseline:
 
     def to_json(self) -> dict[str, Any]:
         """For the run's journal: fingerprints only, never an id (so no read targets)."""
-        return {"version": self.version, "salt": self.salt,
+        return {"version": self.version, "salt": self.salt, "note": self.note,
                 "listings": [{"check": c, "principal": p, "request": r, "served": seen.served,
                               "ids": sorted(seen.ids)}
                              for (c, p, r), seen in sorted(self.listings.items())],
@@ -72,11 +74,13 @@ class Baseline:
                     Seen(bool(i["served"]), frozenset(i["ids"])) for i in data["listings"]}
         reads = {(i["check"], i["principal"], i["request"], i["id"]): bool(i["served"])
                  for i in data["reads"]}
-        return cls(drifts, data["version"], data["salt"], listings, reads)
+        return cls(drifts, data["version"], data["salt"], listings, reads,
+                   note=data.get("note", NOTHING_LIVE))
 
 
-def nothing_live(drifts: tuple[AccessDrift, ...], salt: str) -> Baseline:
-    return Baseline(drifts, None, salt)
+def nothing_live(drifts: tuple[AccessDrift, ...], salt: str, *,
+                 note: str = NOTHING_LIVE) -> Baseline:
+    return Baseline(drifts, None, salt, note=note)
 
 
 def baseline_probes(drifts: Iterable[AccessDrift]) -> tuple[Probe, ...]:
@@ -137,15 +141,18 @@ def record(drifts: tuple[AccessDrift, ...], *, version: str, salt: str,
     return Baseline(drifts, version, salt, seen, read, dict(targets))
 
 
-def round_probes(drifts: tuple[AccessDrift, ...], baseline: Baseline | None) -> tuple[Probe, ...]:
-    """The probes a round sends for `drifts`, judged against `baseline`. Without one (nothing
-    was live, or no deploy to compare with) the listings pass with a note saying so."""
-    if baseline is None or baseline.version is None:
-        note = NO_RUN if baseline is None else NOTHING_LIVE
-        return tuple(_listing(drift, asked, who.name, before=None, note=note,
-                              samples=drift.samples)
-                     for drift in drifts for asked in drift.requests for who in drift.principals)
+def round_probes(baseline: Baseline) -> tuple[Probe, ...]:
+    """The probes a round sends for the baseline's checks, judged against it."""
+    if baseline.version is None:
+        return unbaselined(baseline.drifts, note=baseline.note)
     return _listings_against(baseline) + _reads_against(baseline)
+
+
+def unbaselined(drifts: Iterable[AccessDrift], *, note: str = NO_RUN) -> tuple[Probe, ...]:
+    """Without a baseline there is nothing to compare: the listings are asked (an error is
+    still an error) and pass with `note`."""
+    return tuple(_listing(drift, asked, who.name, before=None, note=note, samples=drift.samples)
+                 for drift in drifts for asked in drift.requests for who in drift.principals)
 
 
 def _listings_against(baseline: Baseline) -> tuple[Probe, ...]:
