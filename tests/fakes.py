@@ -16,8 +16,8 @@ from library_app.server import LibraryServer, make_server
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
-from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import DriverError, LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import Conflict, DriverError, LockHeld, Preempted, RolloutFailed
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""library_app: the sample workload wavegate deploys (DESIGN.md §8).
+"""library_app: the sample workload wavegate deploys (README.md, "Why").
 
 An HTTP service of Spaces, members and bearer tokens, stdlib only so a pod starts in well
 under 100 ms. Layout, importing only downward:

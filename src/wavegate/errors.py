@@ -3,9 +3,17 @@
     WavegateError                 base; carries `exit_code`
     ├── InputError          (2)   bad fleet, app, checks or arguments; names file, line, field
     ├── LockHeld            (4)   another run holds a cluster's lock
+    │   └── StaleLock       (4)   ... and its lease ran out: that run looks dead
     ├── Preempted           (4)   this run lost its lock (an emergency rollback took it)
+    ├── RolloutFailed       (3)   the workloads did not become ready (the run rolls it back)
+    ├── Conflict            (3)   a ledger compare-and-set lost: the record changed meanwhile
     └── NeedsHuman          (3)   a cluster could not be reached, or a rollback failed
-        └── DriverError     (3)   a driver call failed for good (after its retries)
+        ├── DriverError     (3)   a driver call failed for good (after its retries)
+        └── SandboxError    (3)   the kube sandbox could not start or stop
+
+Every class that a user can meet is defined here, so its exit code is chosen, never inherited
+by accident. `RolloutFailed` and `Conflict` are normally handled inside a run (a failed rollout
+is rolled back, a lost compare-and-set is read again); one that escapes means a human must look.
 
 The CLI catches `WavegateError`, prints `str(error)` on one line and exits with `exit_code`.
 Messages are written for the user and never carry a secret: drivers cut API bodies short
@@ -57,6 +65,18 @@ class LockHeld(WavegateError):
         super().__init__(f"{cluster}: {app} is locked by run {holder}{until}")
 
 
+class StaleLock(LockHeld):
+    """Another run's lease ran out without being released: that run probably died."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, *, cluster: str, app: str, holder: str, expires: str | None) -> None:
+        super().__init__(cluster=cluster, app=app, holder=holder, expires=expires)
+        self.args = (f"{cluster}: {app} is locked by run {holder}, whose lease expired at "
+                     f"{expires}: that run looks dead; `wavegate resume {holder}` finishes it, "
+                     f"`wavegate rollback {app}` undoes it",)
+
+
 class Preempted(WavegateError):
     exit_code = EXIT_LOCKED
 
@@ -66,11 +86,31 @@ class Preempted(WavegateError):
         super().__init__(f"{cluster}: lost the lock on {app}, now held by {by}; stopped")
 
 
+class RolloutFailed(WavegateError):
+    """The workloads did not become ready: a crashing pod, a timeout, a missing image."""
+
+    exit_code = EXIT_NEEDS_HUMAN
+
+
+class Conflict(WavegateError):
+    """A compare-and-set lost: the record changed since it was read."""
+
+    exit_code = EXIT_NEEDS_HUMAN
+
+
 class NeedsHuman(WavegateError):
     exit_code = EXIT_NEEDS_HUMAN
 
 
 class DriverError(NeedsHuman):
+    exit_code = EXIT_NEEDS_HUMAN
+
     def __init__(self, message: str, *, cluster: str) -> None:
         self.cluster = cluster
         super().__init__(f"{cluster}: {message}")
+
+
+class SandboxError(NeedsHuman):
+    """The sandbox could not start or stop; the message names the process and its log."""
+
+    exit_code = EXIT_NEEDS_HUMAN

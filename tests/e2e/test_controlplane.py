@@ -6,46 +6,30 @@ No scheduler or kubelet runs here, so pods stay Pending and unbound: that is wha
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.conftest import sandbox_binaries
+from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
 from wavegate.sandbox import controlplane
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
-TIMEOUT = 10  # seconds for each API call; the Python client would wait forever without one
-
-
-def _bin_dir() -> Path:
-    return sandbox_binaries()
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.Sandbox]:
     directory = tmp_path_factory.mktemp("sandbox")
-    started = controlplane.up(clusters=["a", "b"], dir=directory, bin_dir=_bin_dir())
+    started = controlplane.up(clusters=["a", "b"], dir=directory, bin_dir=sandbox_binaries())
     yield started
     controlplane.down(directory)
 
 
 def _api(sandbox: controlplane.Sandbox, context: str) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(sandbox.kubeconfig), context=context)
-
-
-def _eventually(find: Callable[[], T | None], *, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while (found := find()) is None:
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return found
+    return admin_client(sandbox.kubeconfig, context)
 
 
 def _deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -93,8 +77,8 @@ def test_a_deployment_gets_a_replicaset_and_pending_pods(sandbox: controlplane.S
             )
             return pods.items if len(pods.items) == 2 else None
 
-        owner = _eventually(replicaset).metadata.name
-        pods = _eventually(two_pods)
+        owner = eventually(replicaset).metadata.name
+        pods = eventually(two_pods)
     assert {pod.metadata.owner_references[0].name for pod in pods} == {owner}
     assert {pod.status.phase for pod in pods} == {"Pending"}
     assert [pod.spec.node_name for pod in pods] == [None, None]
@@ -116,7 +100,7 @@ def test_the_deployer_token_is_authenticated_but_refused(sandbox: controlplane.S
 
 
 def test_down_leaves_no_process_running(tmp_path: Path) -> None:
-    controlplane.up(clusters=["solo"], dir=tmp_path, bin_dir=_bin_dir())
+    controlplane.up(clusters=["solo"], dir=tmp_path, bin_dir=sandbox_binaries())
     processes = json.loads((tmp_path / "sandbox.json").read_text())["processes"]
 
     controlplane.down(tmp_path)

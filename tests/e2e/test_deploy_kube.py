@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import sandbox_binaries
+from tests.e2e.conftest import run_reaches, sandbox_binaries
 from wavegate.config.fleet import load
 from wavegate.sandbox import kubefleet
 
@@ -86,6 +85,10 @@ class KubeFleet:
                     if "kube-apiserver" in p["argv"][0]
                     and f"--etcd-prefix=/registry-{cluster}" in p["argv"])
 
+    def reaches(self, cluster: str, state: str) -> None:
+        """Wait until the run in progress shows `cluster` in `state` (its journal says so)."""
+        run_reaches(self.dir / ".wavegate" / "runs", cluster, state)
+
     def set_bake(self, wave: str, bake: str) -> None:
         document = yaml.safe_load(self.fleet_file.read_text())
         next(w for w in document["waves"] if w["name"] == wave)["bake"] = bake
@@ -143,7 +146,7 @@ def test_a_second_deploy_while_one_runs_exits_4(kube: KubeFleet) -> None:
     kube.set_bake("canary", "20s")
     try:
         first = kube.start_deploy("1.2.0")
-        time.sleep(5)
+        kube.reaches("prod-0", "baking")  # it holds every cluster's lock by now
         second = kube.deploy("1.3.0")
         assert second.returncode == 4, second.stderr[-2000:]
         assert "locked by run" in second.stderr
@@ -161,7 +164,7 @@ def test_an_api_server_lost_mid_wave_is_named_and_a_later_rollback_finishes(
     kube.set_bake("canary", "8s")
     try:
         deploy = kube.start_deploy("1.4.0")
-        time.sleep(4)  # the canary is baking: prod-3's API server stops answering
+        kube.reaches("prod-0", "baking")  # then prod-3's API server stops answering
         os.kill(pid, signal.SIGSTOP)
         out, err = deploy.communicate(timeout=400)
     finally:
@@ -207,10 +210,7 @@ def test_sigkill_mid_bake_then_resume_finishes_on_kubernetes(kube: KubeFleet) ->
     kube.set_bake("regions", "30s")
     try:
         deploy = kube.start_deploy("1.6.0")
-        deadline = time.monotonic() + 120
-        while kube.image("prod-4") != "library-app:1.6.0" and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2)  # the regions wave is baking
+        kube.reaches("prod-4", "baking")  # the regions wave is baking
         deploy.kill()
         deploy.communicate()
     finally:
@@ -263,21 +263,6 @@ def _variant(kube: KubeFleet, fault: str) -> Path:
     return folder
 
 
-def _journal_state(kube: KubeFleet, cluster: str, state: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in (kube.dir / ".wavegate" / "runs").glob("*.json"):
-            try:
-                data = json.loads(path.read_text())
-            except ValueError:
-                continue
-            if data.get("outcome") is None and any(
-                    c["cluster"] == cluster and c["state"] == state for c in data["clusters"]):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{cluster} never reached {state}")
-
-
 @pytest.mark.parametrize(("fault", "phase"), [
     ("never-ready", "rolling-out"),
     ("error-5xx", "verifying"),
@@ -291,7 +276,7 @@ def test_sigkill_in_each_phase_then_resume_applies_the_failure_policy(
     version = "2.0.0" if not fault else "3.0.0"
     try:
         deploy = kube.start_deploy(version, _variant(kube, fault) if fault else None)
-        _journal_state(kube, "prod-0", phase)
+        kube.reaches("prod-0", phase)
         deploy.kill()
         deploy.communicate()
         resumed = kube.wavegate("resume")

@@ -24,38 +24,39 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from structlog.testing import capture_logs
 
-from tests.e2e.conftest import sandbox_binaries
+from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
 from wavegate.config import fleet
 from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record, Status
-from wavegate.drivers.base import Conflict, RolloutFailed
 from wavegate.drivers.kubernetes import KubernetesDriver
-from wavegate.errors import EXIT_LOCKED, EXIT_NEEDS_HUMAN, DriverError, LockHeld, Preempted
+from wavegate.errors import (
+    EXIT_LOCKED,
+    EXIT_NEEDS_HUMAN,
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+)
 from wavegate.sandbox import controlplane, kubefleet
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYER_RBAC = ROOT / "manifests" / "rbac" / "deployer.yaml"
 APP = "shop"
-TIMEOUT = 10  # seconds for each admin API call: the Python client would wait forever without one
 _namespaces = itertools.count(1)
 
 Make = Callable[..., KubernetesDriver]
-
-
-def _bin_dir() -> Path:
-    return sandbox_binaries()
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -64,16 +65,14 @@ def _bin_dir() -> Path:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.Sandbox]:
     directory = tmp_path_factory.mktemp("sandbox")
-    started = controlplane.up(clusters=["a"], dir=directory, bin_dir=_bin_dir())
+    started = controlplane.up(clusters=["a"], dir=directory, bin_dir=sandbox_binaries())
     yield started
     controlplane.down(directory)
 
 
 @pytest.fixture(scope="module")
 def admin(sandbox: controlplane.Sandbox) -> Iterator[client.ApiClient]:
-    api = config.new_client_from_config(config_file=str(sandbox.kubeconfig), context="a",
-                                        persist_config=False)
-    with api:
+    with admin_client(sandbox.kubeconfig, "a") as api:
         yield api
 
 
@@ -173,7 +172,7 @@ def grant(admin: client.ApiClient, namespace: str, rbac: Path | str = DEPLOYER_R
             if subject["kind"] == "ServiceAccount":
                 subject["namespace"] = namespace
         create[document["kind"]](namespace, document, _request_timeout=TIMEOUT)
-    _eventually(lambda: _authorized(admin, namespace) or None)
+    eventually(lambda: _authorized(admin, namespace) or None, every=0.05)
 
 
 def _authorized(admin: client.ApiClient, namespace: str) -> bool:
@@ -184,14 +183,6 @@ def _authorized(admin: client.ApiClient, namespace: str) -> bool:
     answer = client.AuthorizationV1Api(admin).create_subject_access_review(
         review, _request_timeout=TIMEOUT)
     return bool(answer.status.allowed)
-
-
-def _eventually(find: Callable[[], T | None], *, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while (found := find()) is None:
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return found
 
 
 def tokens(sandbox: controlplane.Sandbox) -> tuple[str, str]:
@@ -427,7 +418,7 @@ def _report_crash(admin: client.ApiClient, namespace: str) -> None:
         pods = core.list_namespaced_pod(namespace, _request_timeout=TIMEOUT).items
         return pods[0].metadata.name if pods else None
 
-    name = _eventually(a_pod)
+    name = eventually(a_pod, every=0.05)
     time.sleep(0.3)  # let the watch see the pod Pending first: a crash is news, not history
     status = {"status": {"phase": "Running", "containerStatuses": [{
         "name": "web", "image": "library-app:1.0.0", "imageID": "", "ready": False,
@@ -620,7 +611,7 @@ TOKENS = {"LIBRARY_TOKEN_ALICE": "alice-e2e", "LIBRARY_TOKEN_BOB": "bob-e2e",
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fleet.Cluster]:
     """One cluster whose node agent runs pods, the deployer role from deployer.yaml; the
     cluster as its generated fleet file gives it (restricted context, ingress endpoint)."""
-    _bin_dir()
+    sandbox_binaries()
     directory = tmp_path_factory.mktemp("kube")
     (directory / "in").mkdir()
     (directory / "in" / "fleet.yaml").write_text(SOLO)

@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
+from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
 from wavegate.config import fleet
 from wavegate.config.app import App
 from wavegate.localfleet import pods
-from wavegate.sandbox import controlplane, kubefleet, nodeagent
+from wavegate.sandbox import kubefleet, nodeagent
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
-TIMEOUT = 10  # seconds for each API call: the Python client would wait forever without one
 ROLLOUT_TIMEOUT = 60
 APP = Path(__file__).resolve().parents[2] / "manifests" / "library-app"
 NAMESPACE = "library"
@@ -87,18 +84,6 @@ waves: [{name: all, clusters: [solo]}]
 """
 
 
-def _require(*tools: str) -> None:
-    """Skip where the sandbox cannot run, except in CI, where that must not pass unnoticed."""
-    missing = [name for name in ("etcd", *tools) if not shutil.which(name)]
-    if controlplane.find_binaries() is None:
-        missing.append("kube binaries")
-    if missing:
-        reason = f"{', '.join(missing)} missing; run scripts/build-kube-sandbox.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 def _fleet_file(folder: Path, text: str = FLEET) -> fleet.Fleet:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "source.yaml").write_text(text)
@@ -108,7 +93,7 @@ def _fleet_file(folder: Path, text: str = FLEET) -> fleet.Fleet:
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A two-cluster kube fleet, up for the whole module; its DIR."""
-    _require()
+    sandbox_binaries()
     directory = tmp_path_factory.mktemp("kube")
     with pytest.MonkeyPatch.context() as env:
         for name, value in TOKENS.items():
@@ -134,7 +119,7 @@ def kube_fleet(kube: Path) -> fleet.Fleet:
 
 
 def _api(kube: Path, context: str) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kube / "kubeconfig"), context=context)
+    return admin_client(kube / "kubeconfig", context)
 
 
 def _create_release(api: client.ApiClient, cluster: fleet.Cluster, version: str) -> None:
@@ -195,14 +180,6 @@ def _version(endpoint: str) -> str:
     assert response.status_code == 200, response.text
     version: str = response.json()["version"]
     return version
-
-
-def _eventually(find: Callable[[], T | None], *, timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while (found := find()) is None:
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return found
 
 
 def _pods(api: client.ApiClient) -> list[client.V1Pod]:
@@ -273,7 +250,7 @@ def test_the_deployer_gets_what_the_rbac_file_grants_and_no_more(kube: Path) -> 
 
 
 def test_a_deployment_rolls_out_updates_and_undoes(kube: Path, kube_fleet: fleet.Fleet) -> None:
-    _require("kubectl")
+    sandbox_binaries("kubectl")
     cluster = kube_fleet.cluster("k0")
     assert cluster.endpoint is not None
     with _api(kube, "k0") as api:
@@ -314,7 +291,7 @@ def test_a_crashing_release_stalls_while_the_old_pods_keep_serving(
             restarted = [s[0] for s in statuses if s and s[0].restart_count >= 2]
             return restarted[0] if restarted else None
 
-        crashed = _eventually(crashed_twice)
+        crashed = eventually(crashed_twice)
         assert crashed.last_state.terminated.exit_code == 1
         assert not crashed.ready
         assert {_version(cluster.endpoint) for _ in range(6)} == {"1.0.0"}
@@ -326,14 +303,14 @@ def test_a_crashing_release_stalls_while_the_old_pods_keep_serving(
             progressing = {c.type: c for c in deployment.status.conditions or []}["Progressing"]
             return deployment if progressing.reason == "ProgressDeadlineExceeded" else None
 
-        status = _eventually(stalled).status
+        status = eventually(stalled).status
     # maxUnavailable 0: one new pod tried, the three old ones untouched and available.
     assert (status.updated_replicas, status.available_replicas) == (1, 3)
     assert status.unavailable_replicas == 1
 
 
 def test_down_leaves_no_process_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _require()
+    sandbox_binaries()
     for name, value in TOKENS.items():
         monkeypatch.setenv(name, value)
     endpoints = kubefleet.up(_fleet_file(tmp_path / "in", SOLO), tmp_path)

@@ -7,12 +7,12 @@ codes, which clusters changed, what the ledger says, what the report names.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.conftest import TOKENS, LocalFleet
+from tests.integration.conftest import TOKENS, LocalFleet, Result
 
 pytestmark = pytest.mark.integration
 FAULTY = {"LIBRARY_LEAK": "${leak}", "LIBRARY_FAIL": "${fault}"}
@@ -30,6 +30,11 @@ def versions_on(fleet: LocalFleet) -> dict[str, str | None]:
 
 def ever_ran(fleet: LocalFleet, version: str) -> set[str]:
     return {record["cluster"] for record in fleet.history() if record["version"] == version}
+
+
+def log_events(result: Result) -> list[dict[str, Any]]:
+    """The structlog JSON lines a run wrote on stderr (`--log-format json`)."""
+    return [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
 
 
 def test_good_release_rolls_out_to_every_cluster(local_fleet: LocalFleet) -> None:
@@ -70,10 +75,15 @@ def test_a_leak_only_one_endpoint_or_principal_shows_is_stopped(
 def test_endpoint_that_errors_twice_then_recovers_does_not_roll_back(
         local_fleet: LocalFleet) -> None:
     variant = local_fleet.app_variant("flaky", configmap_extra=FAULTY)
-    result = local_fleet.deploy(str(variant), "1.0.0", "--set", "leak=", "--set",
-                                "fault=error-5xx-first-2")
+    result = local_fleet.wavegate("--log-format", "json", "deploy", str(variant), "--version",
+                                  "1.0.0", "-f", str(local_fleet.fleet_file), "--set", "leak=",
+                                  "--set", "fault=error-5xx-first-2")
     assert result.code == 0, result.stderr
+    # The fault was really hit: checks met the 500s and were retried, not judged.
+    retried = [event for event in log_events(result) if event["event"] == "check.retry"]
+    assert retried and all("500" in str(event["detail"]) for event in retried)
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    assert {r["status"] for r in local_fleet.history()} == {"verified"}
 
 
 def test_endpoint_that_keeps_erroring_counts_as_a_failure(local_fleet: LocalFleet) -> None:
@@ -112,15 +122,17 @@ def test_crashing_release_fails_its_rollout_and_is_rolled_back(
 def test_rollback_all_takes_every_cluster_back_in_parallel(local_fleet: LocalFleet) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     assert local_fleet.deploy("library-app", "1.1.0").code == 0
-    started = time.monotonic()
     result = local_fleet.wavegate("rollback", "library-app", "--all", "--reason", "drill",
                                   "-f", str(local_fleet.fleet_file))
-    elapsed = time.monotonic() - started
     assert result.code == 0, result.stderr
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
-    assert {r["status"] for r in local_fleet.history() if r["version"] == "1.1.0"} == {
-        "rolled-back"}
-    assert elapsed < 30  # generous: one cluster's rollback is about a second
+    history = local_fleet.history()
+    assert {r["status"] for r in history if r["version"] == "1.1.0"} == {"rolled-back"}
+    restored = [r for r in history if r["rollback_of"] is not None]
+    assert {r["cluster"] for r in restored} == set(versions_on(local_fleet))
+    assert {(r["version"], r["status"]) for r in restored} == {("1.0.0", "verified")}
+    # In parallel: every cluster's rollback had started before the first one finished.
+    assert max(r["started_at"] for r in restored) < min(r["finished_at"] for r in restored)
 
 
 def test_second_deploy_while_the_lock_is_held_exits_4_naming_the_holder(
@@ -255,11 +267,13 @@ def test_a_dead_webhook_receiver_harms_nothing(local_fleet: LocalFleet) -> None:
     receiver = _Receiver()
     receiver.close()  # nothing listens there any more
     _with_webhook(local_fleet, receiver.url)
-    started = time.monotonic()
-    result = local_fleet.deploy("library-app", "1.0.0")
+    result = local_fleet.wavegate("--log-format", "json", "deploy", "library-app", "--version",
+                                  "1.0.0", "-f", str(local_fleet.fleet_file))
     assert result.code == 0, result.stderr
-    assert time.monotonic() - started < 60
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    assert {r["status"] for r in local_fleet.history()} == {"verified"}
+    # The failed delivery is said, not hidden, and it did not become the run's failure.
+    assert "notify.failed" in [event["event"] for event in log_events(result)]
 
 
 def test_continuous_check_with_a_new_check_catches_a_live_leak_and_rolls_back(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wavegate.errors import EXIT_LOCKED, LockHeld
+from wavegate.errors import EXIT_LOCKED, LockHeld, StaleLock
 from wavegate.kube import lease
 from wavegate.kube.lease import Decision
 
@@ -88,8 +88,8 @@ def test_the_lock_shown_to_users_expires_at_renew_time_plus_duration() -> None:
 
 
 def test_a_stale_lock_says_the_holder_looks_dead_and_what_to_do() -> None:
-    error = lease.StaleLock(cluster="prod-0", app="library-app", holder="run-9",
-                            expires="2025-03-14T09:27:18+00:00")
+    error = StaleLock(cluster="prod-0", app="library-app", holder="run-9",
+                      expires="2025-03-14T09:27:18+00:00")
     assert isinstance(error, LockHeld) and error.exit_code == EXIT_LOCKED
     assert str(error) == ("prod-0: library-app is locked by run run-9, whose lease expired at "
                           "2025-03-14T09:27:18+00:00: that run looks dead; `wavegate resume "

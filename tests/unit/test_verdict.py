@@ -1,4 +1,4 @@
-"""Judging one probe's answer. The table is the spec a release engineer reads (DESIGN §6):
+"""Judging one probe's answer. The table is the spec a release engineer reads (docs/checks.md):
 
 a denial is 401/403/404 whose body does not show the marker; a 2xx where a denial was due is a
 `security` fail; a member who is refused fails too (so a 403-for-everyone outage cannot pass);

@@ -1,4 +1,4 @@
-"""`wavegate demo`: the incident of DESIGN §1, replayed, and this time stopped at the canary.
+"""`wavegate demo`: the incident in README.md, replayed, and this time stopped at the canary.
 
 It runs on a private copy of the local fleet (its own state folder), so it neither reads nor
 disturbs a fleet you brought up yourself, and it leaves no process running.
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import click
 from rich.console import Console
 
 from wavegate.clock import SystemClock
@@ -24,6 +25,7 @@ from wavegate.engine import deploy, status
 from wavegate.engine import local_fleet as fleetctl
 from wavegate.engine import session as runs
 from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
+from wavegate.outputs import logs
 from wavegate.outputs.display import table
 from wavegate.outputs.report import RunReport
 
@@ -117,3 +119,11 @@ def _ensure_tokens() -> None:
     """The demo's users get fresh random tokens unless you set your own."""
     for variable in TOKEN_VARIABLES:
         os.environ.setdefault(variable, secrets.token_urlsafe(24))
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Leave the demo fleet running afterwards.")
+def demo(keep: bool) -> int:
+    """The incident, replayed and stopped: 2.0.0 leaks Spaces; the canary catches it."""
+    logs.quiet()  # the story is the output; warnings and errors still show
+    return run(echo=click.echo, keep=keep)

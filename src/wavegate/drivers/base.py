@@ -15,11 +15,6 @@ from typing import Protocol
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
-from wavegate.errors import WavegateError
-
-
-class RolloutFailed(WavegateError):
-    """The workloads did not become ready: a crashing pod, a timeout, a missing image."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +31,12 @@ class Driver(Protocol):
 
     def endpoint(self) -> str:
         """Base URL the checks send their requests to."""
+
+    preview_source: str  # how `preview` knows: "dry-run" (the cluster says) or "ledger"
+
+    def preview(self, release: Release) -> list[str]:
+        """What applying `release` would change, as unified-diff lines (none: no change).
+        Writes nothing; `plan` shows it."""
 
     def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
         """Apply the release's objects and prune the app's objects it no longer has; fields
@@ -65,7 +66,3 @@ class Driver(Protocol):
     def release_lock(self, app: str, *, holder: str) -> None: ...
 
     def read_lock(self, app: str) -> Lock | None: ...
-
-
-class Conflict(WavegateError):
-    """A compare-and-set lost: the record changed since it was read."""

@@ -60,8 +60,16 @@ from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide import ledger, workloads
 from wavegate.decide.ledger import ObjectRef, Record, Status
-from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import EXIT_BAD_INPUT, DriverError, LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import (
+    EXIT_BAD_INPUT,
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+    StaleLock,
+)
 from wavegate.kube import (
     apierrors,
     inventory,
@@ -257,6 +265,8 @@ class KubernetesDriver:
                 return self._resource(manifest)  # raises: not served
             self.api.sleep(CRD_PAUSE)
         return found
+
+    preview_source = "dry-run"
 
     def preview(self, release: Release) -> list[str]:
         """What applying `release` would change, from a server-side dry run; nothing is
@@ -530,7 +540,7 @@ class KubernetesDriver:
             if decision is lease.Decision.HELD:
                 raise self._held(app, current)
             if decision is lease.Decision.STALE:
-                raise lease.StaleLock(cluster=self.cluster.name, app=app,
+                raise StaleLock(cluster=self.cluster.name, app=app,
                                       holder=str(lease.holder(current)),
                                       expires=lease.expires_text(current))
             replacement = (lease.renewed(current, ttl=ttl, now=now)

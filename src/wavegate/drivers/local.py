@@ -9,27 +9,49 @@ Lease, decided as on Kubernetes (`kube.lease`): a holder that stops renewing it 
 
 from __future__ import annotations
 
-import base64
+import difflib
 import gzip
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from wavegate import filestore
+from wavegate.config import local_secrets
 from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster, LocalFleet
+from wavegate.decide import ledger
 from wavegate.decide.ledger import Record
-from wavegate.drivers.base import Conflict, Lock, RolloutFailed
-from wavegate.errors import DriverError, InputError, LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import (
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+    StaleLock,
+)
 from wavegate.kube import lease
 from wavegate.localfleet import supervisor
 
 _POLL = 0.05
 WORKLOAD_KINDS = ("Deployment",)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A local cluster's agent as `fleet status` shows it."""
+
+    running: bool
+    endpoint: str | None
+    pid: int | None
+    state_dir: Path
 
 
 class LocalDriver:
@@ -47,7 +69,7 @@ class LocalDriver:
     def start(self) -> str:
         """Start the cluster's agent (with the fleet's out-of-band secrets); its ingress URL."""
         _private(self.dir / "objects")
-        for secret in secret_objects(self.local, self.cluster.namespace):
+        for secret in local_secrets.objects(self.local, self.cluster.namespace):
             key = f"Secret.{self.cluster.namespace}.{secret['metadata']['name']}.json"
             filestore.write_json(self.dir / "objects" / key, secret, mode=0o600)
         images = {name: list(argv) for name, argv in self.local.images.items()}
@@ -65,6 +87,28 @@ class LocalDriver:
             raise DriverError("cluster agent is not running (wavegate fleet up)",
                               cluster=self.cluster.name)
         return info.ingress
+
+    def agent(self) -> Agent:
+        """Whether the cluster's agent runs, and where; nothing is started."""
+        info = supervisor.is_running(self.dir)
+        return Agent(running=info is not None, endpoint=info.ingress if info else None,
+                     pid=info.pid if info else None, state_dir=self.dir)
+
+    def stop(self) -> None:
+        """Stop the cluster's agent and every pod it started (`fleet down`)."""
+        supervisor.stop(self.dir)
+
+    # The agent has no dry run: compare the live revision's stored manifests with the new ones.
+    preview_source = "ledger"
+
+    def preview(self, release: Release) -> list[str]:
+        current = ledger.live(self.records(release.app))
+        if current is None:
+            return []
+        return list(difflib.unified_diff(
+            _yaml_lines(self.stored_release(current).manifests), _yaml_lines(release.manifests),
+            fromfile=f"revision {current.revision} ({current.version})",
+            tofile=f"rendered ({release.version})", lineterm=""))
 
     # --- objects -----------------------------------------------------------------------------
 
@@ -185,7 +229,7 @@ class LocalDriver:
                 return
             decision = lease.decide(current, holder_id=holder, force=force, now=now)
             if decision in (lease.Decision.HELD, lease.Decision.STALE):
-                error = lease.StaleLock if decision is lease.Decision.STALE else LockHeld
+                error = StaleLock if decision is lease.Decision.STALE else LockHeld
                 raise error(cluster=self.cluster.name, app=app,
                             holder=str(lease.holder(current)),
                             expires=lease.expires_text(current))
@@ -230,22 +274,8 @@ class LocalDriver:
                             holder=current.holder if current else None)
 
 
-def secret_objects(local: LocalFleet, namespace: str,
-                   fleet_file: Path | None = None) -> list[Manifest]:
-    """The fleet's out-of-band Secrets, read from the environment (InputError if unset)."""
-    objects = []
-    for name, keys in local.secrets.items():
-        data = {}
-        for key, variable in keys.items():
-            value = os.environ.get(variable)
-            if not value:
-                raise InputError(f"variable {variable} is not set (the local fleet's pods "
-                                 "need it)", file=fleet_file, field=f"local.secrets.{name}.{key}")
-            data[key] = base64.b64encode(value.encode()).decode()
-        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
-                        "metadata": {"name": name, "namespace": namespace,
-                                     "labels": {"wavegate.dev/source": "fleet"}}})
-    return objects
+def _yaml_lines(manifests: tuple[Manifest, ...]) -> list[str]:
+    return yaml.safe_dump_all(list(manifests), sort_keys=True).splitlines()
 
 
 def _private(folder: Path) -> None:

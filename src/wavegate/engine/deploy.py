@@ -1,33 +1,45 @@
 """`wavegate deploy`: prepare every cluster's release and checks, take the locks, run.
 
-Everything that can be wrong with the input is found in `prepare`, before any cluster is
-contacted: templates, checks, tokens (and none sent in clear text). Then the drivers connect,
-the locks are taken (all or none), and the `Runner` rolls the waves out.
+Everything that can be wrong with the input is found in `start` (through `prepare`), before any
+cluster is contacted: templates, checks, tokens (and none sent in clear
+text), windows. `launch` is the one way a deploy run
+begins, new or resumed (`engine.resume` builds the `Start` of a resumed one): the drivers
+connect once, the journal is kept, the locks are taken (all or none), the `Runner` rolls the
+waves out, and the report comes back.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, endpoints, windows
-from wavegate.config.app import CHECKS_FILE, App
-from wavegate.config.fleet import Fleet
+from wavegate.config import checks, endpoints, local_secrets, windows
+from wavegate.config.app import CHECKS_FILE, App, parse_overrides
+from wavegate.config.app import resolve as resolve_app
+from wavegate.config.fleet import Fleet, resolve_path
 from wavegate.config.fleet import load as load_fleet
 from wavegate.decide import rebuild
-from wavegate.decide.ledger import Status
+from wavegate.decide.ledger import Record
 from wavegate.decide.rollout import Ending
-from wavegate.drivers.local import secret_objects
+from wavegate.drivers.base import Driver
 from wavegate.engine import credentials, notify
 from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
-from wavegate.engine.session import connect, stop_on_signals
+from wavegate.engine.session import (
+    NO_OUTPUTS,
+    Outputs,
+    Watch,
+    connect,
+    new_run_id,
+    reported,
+    stop_on_signals,
+    unwatched,
+)
 from wavegate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError, LockHeld
 from wavegate.outputs import journal
 from wavegate.outputs.report import RunReport
@@ -35,24 +47,114 @@ from wavegate.outputs.report import RunReport
 
 @dataclass(frozen=True)
 class Prepared:
-    """A release rendered and judged ready for each cluster; nothing contacted yet."""
+    """A release rendered and judged ready for each cluster; contacted only if `connected`."""
 
     targets: Mapping[str, Target]
     webhooks: tuple[str, ...] = ()
+    connected: bool = False  # the drivers answered already (a resume that read the ledgers)
 
 
-def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str]) -> Prepared:
+def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], *,
+            live: Mapping[str, Driver] | None = None) -> Prepared:
+    """Every cluster's release, checks and tokens; `live` are drivers already connected."""
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
-        secret_objects(fleet.local, "check", fleet.path)  # every variable it needs is set
+        local_secrets.objects(fleet.local, "check", fleet_file=fleet.path)  # all variables set
     targets = {}
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
         suite = checks.load(release.checks, app.path / CHECKS_FILE)
         endpoints.refuse_tokens_in_clear(suite, cluster)
-        targets[cluster.name] = Target(driver=drivers.for_cluster(fleet, cluster),
-                                       release=release, suite=suite,
+        driver = live[cluster.name] if live else drivers.for_cluster(fleet, cluster)
+        targets[cluster.name] = Target(driver=driver, release=release, suite=suite,
                                        tokens=credentials.resolve(suite))
-    return Prepared(targets, tuple(notify.resolve_urls(fleet)))
+    return Prepared(targets, tuple(notify.resolve_urls(fleet)), connected=live is not None)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A deploy run about to begin, or to continue where its ledgers say it stands."""
+
+    fleet: Fleet
+    app: App
+    version: str
+    prepared: Prepared
+    run_id: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    auto_approve: bool = False
+    ignore_windows: str | None = None  # the reason given, when windows are ignored
+    approved: frozenset[str] = frozenset()  # gates opened by `promote`
+    resuming: bool = False
+    abort: bool = False  # resume only to apply the failure policy (`wavegate abort`)
+    force_conflicts: bool = False  # take fields other field managers own
+    records: Mapping[str, Sequence[Record]] | None = None  # ledgers read already, by cluster
+
+
+def start(app_name: str, version: str, *, fleet_file: Path | None, overrides: tuple[str, ...],
+          auto_approve: bool, ignore_windows: bool, reason: str | None,
+          outputs: Outputs, force_conflicts: bool = False) -> Start:
+    """A new deploy, checked before any cluster is contacted. Bad input raises InputError
+    (exit 2) and still leaves a `--report` that says so."""
+    run_id = new_run_id()
+    try:
+        if ignore_windows and not reason:
+            raise InputError("--ignore-windows needs --reason TEXT (it goes in the ledger)")
+        fleet, app = load_fleet(resolve_path(fleet_file)), resolve_app(app_name)
+        values = parse_overrides(overrides)
+        prepared = prepare(fleet, app, version, values)
+        ignored = reason if ignore_windows else None
+        check_windows(fleet, ignore_reason=ignored, at=datetime.now(UTC))
+    except InputError as error:
+        _bad_input_report(outputs, run_id, app_name, version, error)
+        raise
+    return Start(fleet=fleet, app=app, version=version, prepared=prepared, run_id=run_id,
+                 overrides=values, auto_approve=auto_approve, ignore_windows=ignored,
+                 force_conflicts=force_conflicts)
+
+
+def launch(begin: Start, *, by: str, clock: Clock, outputs: Outputs = NO_OUTPUTS,
+           watch: Watch = unwatched) -> RunReport:
+    """Run a deploy, new or resumed, to its end; the report, saved wherever asked."""
+    report = new_report(begin.fleet, begin.app, begin.version, begin.run_id)
+    journal.keep(report, journal.Inputs.of(
+        begin.fleet, begin.app, begin.version, overrides=begin.overrides,
+        auto_approve=begin.auto_approve, ignore_windows=begin.ignore_windows,
+        approved=begin.approved))
+    return reported(report, lambda: _launched(begin, report, by=by, clock=clock),
+                    outputs=outputs, watch=watch)
+
+
+def _launched(begin: Start, report: RunReport, *, by: str, clock: Clock) -> int:
+    prepared = begin.prepared
+    if not prepared.connected:
+        connect({name: target.driver for name, target in prepared.targets.items()})
+        prepared = replace(prepared, connected=True)
+    return run(begin.fleet, prepared, run_id=begin.run_id, by=by, clock=clock, report=report,
+               options=_options(begin, prepared, report))
+
+
+def _options(begin: Start, prepared: Prepared, report: RunReport) -> Options:
+    approved = begin.approved | (frozenset(w.name for w in begin.fleet.waves)
+                                 if begin.auto_approve else frozenset())
+    if not begin.resuming:
+        return Options(approved=approved, ignore_windows=begin.ignore_windows,
+                       force_conflicts=begin.force_conflicts)
+    records = begin.records if begin.records is not None else {
+        name: target.driver.records(begin.app.name) for name, target in prepared.targets.items()}
+    seen, revisions = rebuild.observed_from_ledgers(begin.fleet.waves, records, begin.run_id)
+    for name, status in seen.clusters.items():
+        report.update(name, state=status.state.value, detail=status.reason)
+    return Options(approved=approved, ignore_windows=begin.ignore_windows,
+                   resume_from=replace(seen, stop=Ending.ABORTED) if begin.abort else seen,
+                   records=revisions, force_conflicts=begin.force_conflicts)
+
+
+def _bad_input_report(outputs: Outputs, run_id: str, app: str, version: str,
+                      error: InputError) -> None:
+    if outputs.report is None:
+        return
+    report = RunReport(run_id=run_id, app=Path(app).name, version=version, command="deploy")
+    report.finish(outcome="bad-input", exit_code=error.exit_code, message=str(error))
+    report.write(outputs.report)
 
 
 def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
@@ -79,7 +181,9 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
         report: RunReport, options: Options | None = None) -> int:
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
-    live = connect({name: target.driver for name, target in targets.items()})
+    live = {name: target.driver for name, target in targets.items()}
+    if not prepared.connected:
+        connect(live)
     notifier = Notifier(list(prepared.webhooks), run_id=run_id, app=report.app,
                         version=report.version)
     runner = Runner(fleet=fleet, targets=targets, run_id=run_id, by=by, clock=clock,
@@ -123,57 +227,3 @@ def _summary(report: RunReport, ending: Ending) -> str:
     failed = [e for e in report.clusters.values() if e.state in ("rolled-back",
                                                                  "rollback-failed", "failed")]
     return "; ".join(f"{e.cluster}: {e.detail}" for e in failed if e.detail) or ending.value
-
-
-
-def start_journal(report: RunReport, inputs: journal.Inputs) -> None:
-    """Keep the journal current as the run goes, so even a SIGKILL leaves it behind."""
-    report.inputs = journal.as_dict(inputs)
-    report.listen(lambda changed: changed.write(journal.path(changed.run_id)))
-    report.write(journal.path(report.run_id))
-
-
-def inputs_from_ledgers(run_id: str | None, fleet_file: Path,
-                        app: App) -> tuple[str, journal.Inputs]:
-    """A run's inputs when no journal is at hand (a new CI runner): the ledgers say which run
-    is unfinished and at which version; template overrides, if it had any, are not known."""
-    fleet = load_fleet(fleet_file)
-    drivers_by_name = {c.name: drivers.for_cluster(fleet, c) for c in fleet.clusters}
-    records = [r for d in connect(drivers_by_name).values() for r in d.records(app.name)]
-    unfinished = [r for r in records if r.status in (Status.APPLYING, Status.INTERRUPTED)]
-    mine = [r for r in records if r.run_id == run_id] if run_id else unfinished
-    if not mine:
-        raise InputError(f"no unfinished run of {app.name} in the ledgers of {fleet.name}"
-                         if run_id is None else f"run {run_id} is in no ledger of {fleet.name}")
-    newest = max(mine, key=lambda record: record.started_at)
-    return newest.run_id, journal.Inputs(
-        fleet=str(fleet_file.resolve()), app=str(app.path.resolve()), version=newest.version)
-
-
-def resume(run_id: str, *, by: str, clock: Clock, promote: bool = False,
-           abort: bool = False, known: journal.Inputs | None = None) -> tuple[RunReport, int]:
-    """Pick up run `run_id` where its ledgers say it stands; its report and exit code."""
-    data, inputs = ({"outcome": "interrupted"}, known) if known else journal.read(run_id)
-    if promote and data.get("outcome") != "paused":
-        raise InputError(f"run {run_id} is not paused at a gate (it is "
-                         f"{data.get('outcome') or 'running'}); use `wavegate resume`")
-    fleet = load_fleet(Path(inputs.fleet))
-    app = App.from_folder(Path(inputs.app))
-    prepared = prepare(fleet, app, inputs.version, inputs.overrides)
-    live = connect({name: target.driver for name, target in prepared.targets.items()})
-    records = {name: driver.records(app.name) for name, driver in live.items()}
-    seen, revisions = rebuild.observed_from_ledgers(fleet.waves, records, run_id)
-    approved = set(inputs.approved) | ({inputs.paused_at} if promote and inputs.paused_at
-                                       else set())
-    if inputs.auto_approve:
-        approved |= {wave.name for wave in fleet.waves}
-    report = new_report(fleet, app, inputs.version, run_id)
-    for name, status in seen.clusters.items():
-        report.update(name, state=status.state.value, detail=status.reason)
-    start_journal(report, replace(inputs, approved=tuple(sorted(approved)), pid=os.getpid(),
-                                  paused_at=None))
-    options = Options(approved=frozenset(approved), ignore_windows=inputs.ignore_windows,
-                      resume_from=replace(seen, stop=Ending.ABORTED) if abort else seen,
-                      records=revisions)
-    return report, run(fleet, prepared, run_id=run_id, by=by, clock=clock, report=report,
-                       options=options)

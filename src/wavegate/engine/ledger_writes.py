@@ -12,7 +12,8 @@ from typing import Any
 from wavegate.config.app import Release
 from wavegate.decide import ledger
 from wavegate.decide.ledger import Record, Status
-from wavegate.drivers.base import Conflict, Driver
+from wavegate.drivers.base import Driver
+from wavegate.errors import Conflict
 
 _ATTEMPTS = 3
 

@@ -7,19 +7,25 @@ folder, with the checks stored with the live revision.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from wavegate.clock import Clock
 from wavegate.config import checks, endpoints
 from wavegate.config.app import CHECKS_FILE, App
-from wavegate.config.fleet import Policy
+from wavegate.config.app import resolve as resolve_app
+from wavegate.config.fleet import Fleet, Policy
 from wavegate.decide import ledger
 from wavegate.decide.verdict import Outcome
 from wavegate.drivers.base import Driver
-from wavegate.engine import credentials
+from wavegate.engine import credentials, rollback
 from wavegate.engine import probes as verify
-from wavegate.errors import DriverError
+from wavegate.engine.session import Watch, unwatched
+from wavegate.errors import DriverError, InputError
+from wavegate.outputs.report import RunReport
 
 
 def check_all(app: str, live: dict[str, Driver], policy: Policy,
@@ -49,3 +55,31 @@ def _check(app: str, driver: Driver, policy: Policy, folder: App | None) -> dict
     return {"cluster": name, "version": current.version, "revision": current.revision,
             "outcome": result.outcome.value, "detail": verify.describe(result),
             "checks": [r.as_dict() for r in result.results]}
+
+
+def app_folder(app_name: str) -> App | None:
+    try:
+        return resolve_app(app_name)
+    except InputError:
+        return None  # no folder here: judge with the checks stored in the ledger
+
+
+def rounds(app: str, live: dict[str, Driver], policy: Policy, folder: App | None, *,
+           every: float | None,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[list[dict[str, Any]]]:
+    """Each round's rows: one round, or one every `every` seconds for as long as asked."""
+    while True:
+        yield check_all(app, live, policy, folder)
+        if every is None:
+            return
+        sleep(every)
+
+
+def roll_back(fleet: Fleet, app: str, failed: list[dict[str, Any]], *, by: str, clock: Clock,
+              watch: Watch = unwatched) -> RunReport:
+    """The leak that sat on a cluster for three days, caught by the next check: every cluster
+    goes back to its last verified release."""
+    reason = "; ".join(f"{row['cluster']}: {row['detail']}" for row in failed)
+    return rollback.emergency(fleet, app, [cluster.name for cluster in fleet.clusters],
+                              to_version=None, reason=f"check failed: {reason}", by=by,
+                              clock=clock, watch=watch)

@@ -8,7 +8,6 @@ from typing import Any
 from wavegate.config.fleet import Fleet
 from wavegate.drivers.local import LocalDriver
 from wavegate.errors import InputError
-from wavegate.localfleet import supervisor
 
 
 def _local_drivers(fleet: Fleet) -> list[LocalDriver]:
@@ -32,16 +31,15 @@ def up(fleet: Fleet) -> list[dict[str, Any]]:
 def down(fleet: Fleet) -> list[str]:
     drivers = _local_drivers(fleet)
     with ThreadPoolExecutor(max_workers=len(drivers) or 1) as pool:
-        list(pool.map(lambda driver: supervisor.stop(driver.dir), drivers))
+        list(pool.map(lambda driver: driver.stop(), drivers))
     return [driver.cluster.name for driver in drivers]
 
 
 def status(fleet: Fleet) -> list[dict[str, Any]]:
     rows = []
     for driver in _local_drivers(fleet):
-        info = supervisor.is_running(driver.dir)
+        agent = driver.agent()
         rows.append({"cluster": driver.cluster.name, "region": driver.cluster.region,
-                     "running": info is not None,
-                     "endpoint": info.ingress if info else None,
-                     "pid": info.pid if info else None, "state_dir": str(driver.dir)})
+                     "running": agent.running, "endpoint": agent.endpoint, "pid": agent.pid,
+                     "state_dir": str(agent.state_dir)})
     return rows

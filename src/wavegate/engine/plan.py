@@ -1,16 +1,13 @@
 """`wavegate plan`: what a deploy would do, cluster by cluster, and when it could finish.
 
-Where the driver can ask the cluster (Kubernetes: a server-side dry run) the diff is what the
-server says would change, drift included; elsewhere it compares the live revision's stored
-manifests (from the ledger) with the freshly rendered ones. Nothing is written either way.
+Each driver previews its own cluster: Kubernetes asks the server for a dry run (drift
+included), the local fleet compares the live revision's stored manifests with the freshly
+rendered ones; `source` says which. Nothing is written either way.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
-
-import yaml
 
 from wavegate.config import durations
 from wavegate.config.app import Release
@@ -36,28 +33,12 @@ def plan(fleet: Fleet, releases: dict[str, Release], live: dict[str, Driver]) ->
 
 
 def _cluster_plan(release: Release, driver: Driver) -> dict[str, Any]:
-    records = driver.records(release.app)
-    current = ledger.live(records)
-    preview = getattr(driver, "preview", None)
-    if preview is not None:
-        diff = preview(release)
-        change = "install" if current is None else "update" if diff else "none"
-        return {"cluster": driver.cluster.name, "from": current.version if current else None,
-                "to": release.version, "change": change, "diff": diff, "source": "dry-run"}
-    if current is None:
-        return {"cluster": driver.cluster.name, "from": None, "to": release.version,
-                "change": "install", "diff": []}
-    before = driver.stored_release(current)
-    diff = list(difflib.unified_diff(
-        _lines(before.manifests), _lines(release.manifests),
-        fromfile=f"revision {current.revision} ({current.version})",
-        tofile=f"rendered ({release.version})", lineterm=""))
-    return {"cluster": driver.cluster.name, "from": current.version, "to": release.version,
-            "change": "update" if diff else "none", "diff": diff}
-
-
-def _lines(manifests: tuple[dict[str, Any], ...]) -> list[str]:
-    return yaml.safe_dump_all(list(manifests), sort_keys=True).splitlines()
+    current = ledger.live(driver.records(release.app))
+    diff = driver.preview(release)
+    change = "install" if current is None else "update" if diff else "none"
+    return {"cluster": driver.cluster.name, "from": current.version if current else None,
+            "to": release.version, "change": change, "diff": diff,
+            "source": driver.preview_source}
 
 
 def render_text(result: dict[str, Any]) -> str:

@@ -19,11 +19,11 @@ from wavegate.config.app import Release
 from wavegate.config.fleet import Policy
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import State
-from wavegate.drivers.base import Driver, RolloutFailed
+from wavegate.drivers.base import Driver
 from wavegate.engine import credentials
 from wavegate.engine import ledger_writes as ledgerio
 from wavegate.engine import probes as verify
-from wavegate.errors import DriverError, InputError
+from wavegate.errors import DriverError, InputError, RolloutFailed
 
 log = structlog.get_logger(__name__)
 

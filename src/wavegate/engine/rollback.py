@@ -17,6 +17,16 @@ from wavegate.decide import ledger
 from wavegate.drivers.base import Driver
 from wavegate.engine import restore
 from wavegate.engine.locks import Locks
+from wavegate.engine.session import (
+    NO_OUTPUTS,
+    Outputs,
+    Watch,
+    connect,
+    drivers_for,
+    new_run_id,
+    reported,
+    unwatched,
+)
 from wavegate.errors import EXIT_NEEDS_HUMAN, EXIT_OK, DriverError
 from wavegate.outputs.report import RunReport
 
@@ -29,6 +39,18 @@ def new_report(app: str, clusters: list[str], fleet: Fleet, run_id: str,
     for name in clusters:
         report.add_cluster(name, fleet.wave_of(name).name, to_version=to_version)
     return report
+
+
+def emergency(fleet: Fleet, app: str, clusters: list[str], *, to_version: str | None,
+              reason: str, by: str, clock: Clock, outputs: Outputs = NO_OUTPUTS,
+              watch: Watch = unwatched) -> RunReport:
+    """Roll `clusters` back as one run of its own; its report, saved wherever asked."""
+    run_id = new_run_id()
+    report = new_report(app, clusters, fleet, run_id, to_version)
+    return reported(report, lambda: run(
+        fleet, connect(drivers_for(fleet, clusters)), app=app, to_version=to_version,
+        reason=reason, run_id=run_id, by=by, clock=clock, report=report),
+        outputs=outputs, watch=watch)
 
 
 def run(fleet: Fleet, live: dict[str, Driver], *, app: str, to_version: str | None,

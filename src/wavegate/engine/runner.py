@@ -26,7 +26,7 @@ from wavegate.config.fleet import Fleet
 from wavegate.decide import ledger, rollout
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import Decision, Ending, Observed, State
-from wavegate.drivers.base import Driver, RolloutFailed
+from wavegate.drivers.base import Driver
 from wavegate.engine import ledger_writes as ledgerio
 from wavegate.engine import probes as verify
 from wavegate.engine import restore
@@ -40,6 +40,7 @@ from wavegate.errors import (
     EXIT_ROLLED_BACK,
     DriverError,
     Preempted,
+    RolloutFailed,
 )
 from wavegate.outputs.report import RunReport
 

@@ -1,4 +1,5 @@
-"""What every command that changes clusters shares: run ids, who acts, drivers, signals."""
+"""What every command that changes clusters shares: run ids, who acts, drivers, signals, and
+how a run's report is watched and saved whatever the outcome."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -17,7 +20,7 @@ from types import FrameType
 from wavegate import drivers
 from wavegate.config.fleet import Fleet
 from wavegate.drivers.base import Driver
-from wavegate.errors import DriverError, InputError
+from wavegate.errors import DriverError, InputError, WavegateError
 from wavegate.outputs import junit, summary
 from wavegate.outputs.report import RUNS_DIR, RunReport
 
@@ -76,14 +79,48 @@ def journal_path(run_id: str) -> Path:
     return RUNS_DIR / f"{run_id}.json"
 
 
-def save(report: RunReport, extra: Path | None, junit_path: Path | None = None) -> None:
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run's report goes besides its journal (`--report`, `--junit`)."""
+
+    report: Path | None = None
+    junit: Path | None = None
+
+
+NO_OUTPUTS = Outputs()
+
+# Something that shows the report while the run changes it (the live table on a terminal).
+Watch = Callable[[RunReport], AbstractContextManager[object]]
+
+
+def unwatched(report: RunReport) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+def reported(report: RunReport, work: Callable[[], object], *, outputs: Outputs,
+             watch: Watch = unwatched) -> RunReport:
+    """Do a run's `work` (which finishes `report`) under `watch`, then save the report whatever
+    the outcome: an error that stops the run is written into it, then raised on."""
+    try:
+        with watch(report):
+            work()
+    except WavegateError as error:
+        if report.exit_code is None:
+            report.finish(outcome="error", exit_code=error.exit_code, message=str(error))
+        save(report, outputs)
+        raise
+    save(report, outputs)
+    return report
+
+
+def save(report: RunReport, outputs: Outputs) -> None:
     """The journal always; --report and --junit when asked; the CI step summary when set."""
     report.write(journal_path(report.run_id))
-    if extra is not None:
-        report.write(extra)
+    if outputs.report is not None:
+        report.write(outputs.report)
     data = report.to_json()
-    if junit_path is not None:
-        junit.write(data, junit_path)
+    if outputs.junit is not None:
+        junit.write(data, outputs.junit)
     summary.append_to_step_summary(data)
 
 

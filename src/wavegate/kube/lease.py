@@ -25,7 +25,6 @@ from enum import Enum
 from typing import Any
 
 from wavegate.config.app import APP_LABEL, MANAGED_BY
-from wavegate.errors import LockHeld
 
 
 class Decision(Enum):
@@ -33,16 +32,6 @@ class Decision(Enum):
     TAKE = "take"
     HELD = "held"
     STALE = "stale"
-
-
-class StaleLock(LockHeld):
-    """Another run's lease ran out without being released: that run probably died."""
-
-    def __init__(self, *, cluster: str, app: str, holder: str, expires: str | None) -> None:
-        super().__init__(cluster=cluster, app=app, holder=holder, expires=expires)
-        self.args = (f"{cluster}: {app} is locked by run {holder}, whose lease expired at "
-                     f"{expires}: that run looks dead; `wavegate resume {holder}` finishes it, "
-                     f"`wavegate rollback {app}` undoes it",)
 
 
 def name(app: str) -> str:

@@ -1,7 +1,7 @@
 """The local cluster agent: a tiny Kubernetes node and deployment controller for one state folder.
 
 `python -m wavegate.localfleet.agent CLUSTER_DIR` runs it in the foreground until SIGTERM or
-SIGINT; `supervisor` starts it detached. DESIGN.md section 7 and config.py describe the folder.
+SIGINT; `supervisor` starts it detached. docs/fleet.md and config.py describe the folder.
 
 Owns the control loop and the process around it:
 - every ~100 ms (sooner when a pod's readiness changes): poll `objects/`, carry out

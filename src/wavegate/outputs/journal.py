@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wavegate.config.app import App
+from wavegate.config.fleet import Fleet
 from wavegate.errors import InputError
-from wavegate.outputs.report import RUNS_DIR
+from wavegate.outputs.report import RUNS_DIR, RunReport
 
 UNFINISHED = (None, "paused", "interrupted")
 
@@ -30,6 +33,23 @@ class Inputs:
     approved: tuple[str, ...] = ()
     pid: int = 0
     paused_at: str | None = None
+
+    @classmethod
+    def of(cls, fleet: Fleet, app: App, version: str, *, overrides: Mapping[str, str],
+           auto_approve: bool, ignore_windows: str | None,
+           approved: Iterable[str] = ()) -> Inputs:
+        """What this process's run was asked, with absolute paths (resume may run elsewhere)."""
+        return cls(fleet=str(fleet.path.resolve()), app=str(app.path.resolve()), version=version,
+                   overrides=dict(overrides), auto_approve=auto_approve,
+                   ignore_windows=ignore_windows, approved=tuple(sorted(approved)),
+                   pid=os.getpid())
+
+
+def keep(report: RunReport, inputs: Inputs) -> None:
+    """Keep the journal current as the run goes, so even a SIGKILL leaves it behind."""
+    report.inputs = as_dict(inputs)
+    report.listen(lambda changed: changed.write(path(changed.run_id)))
+    report.write(path(report.run_id))
 
 
 def path(run_id: str) -> Path:

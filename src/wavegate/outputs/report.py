@@ -1,7 +1,7 @@
 """The run report: per cluster what happened and what the checks said, kept as the run goes.
 
 The live table reads it, the journal (`.wavegate/runs/<run_id>.json`) and `--report` write it,
-and it is the JSON shape of DESIGN §5. Secrets are scrubbed on the way out.
+and it is the JSON shape in docs/commands.md. Secrets are scrubbed on the way out.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from wavegate.errors import EXIT_NEEDS_HUMAN, WavegateError
+from wavegate.errors import SandboxError
 
 __all__ = ["Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "spawn", "up"]
 
@@ -67,12 +67,6 @@ CONTROLLERS = (
     "pv-protection",
 )
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?")
-
-
-class SandboxError(WavegateError):
-    """The sandbox could not start or stop; the message names the process and its log."""
-
-    exit_code = EXIT_NEEDS_HUMAN
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
-from wavegate.config import durations, templates
+from wavegate.config import durations, local_secrets, templates
 from wavegate.config.fleet import Cluster, Fleet, LocalFleet, Policy
 from wavegate.config.yamlsource import parse_all
-from wavegate.drivers.local import secret_objects
-from wavegate.errors import InputError
+from wavegate.errors import InputError, SandboxError
 from wavegate.sandbox import controlplane
-from wavegate.sandbox.controlplane import SandboxError
 
 __all__ = ["DEFAULT_RBAC", "down", "fleet_document", "grant_user", "up"]
 
@@ -70,7 +68,8 @@ def up(fleet: Fleet, dir: Path, *, rbac: Path | None = DEFAULT_RBAC) -> dict[str
     local = _local_section(fleet)
     rbac_file = rbac if rbac is not None and rbac.is_file() else None
     objects = {
-        c.name: [_namespace(c), *secret_objects(local, c.namespace), *_rbac(rbac_file, c)]
+        c.name: [_namespace(c), *local_secrets.objects(local, c.namespace, fleet_file=fleet.path),
+                 *_rbac(rbac_file, c)]
         for c in fleet.clusters
     }
     bin_dir = controlplane.find_binaries()

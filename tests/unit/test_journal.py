@@ -1,0 +1,78 @@
+"""The run journal: what `resume`, `promote` and `abort` read back to pick a run up again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wavegate.errors import EXIT_BAD_INPUT, InputError
+from wavegate.outputs import journal
+from wavegate.outputs.report import RunReport
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the journal lives in ./.wavegate/runs
+
+
+def write_run(run_id: str, *, app: str = "library-app", started_at: str,
+              outcome: str | None = None, inputs: journal.Inputs | None = None) -> None:
+    report = RunReport(run_id=run_id, app=app, version="1.1.0", command="deploy",
+                       started_at=started_at)
+    report.add_cluster("prod-0", "canary", to_version="1.1.0")
+    if inputs is not None:
+        report.inputs = journal.as_dict(inputs)
+    if outcome is not None:
+        report.finish(outcome=outcome, exit_code=0)
+    report.write(journal.path(run_id))
+
+
+def inputs(app: str = "manifests/library-app") -> journal.Inputs:
+    return journal.Inputs(fleet="clusters/local.yaml", app=app, version="1.1.0",
+                          overrides={"replicas": "5"}, auto_approve=False,
+                          ignore_windows="hotfix for INC-42", approved=("canary", "regions"),
+                          pid=4242, paused_at="rest")
+
+
+def test_what_resume_needs_round_trips_through_the_journal():
+    paused = inputs()
+    write_run("run-7", started_at="2025-01-01T08:00:00.000+00:00", outcome="paused",
+              inputs=paused)
+    data, read_back = journal.read("run-7")
+    assert read_back == paused
+    assert (data["run_id"], data["outcome"]) == ("run-7", "paused")
+    assert journal.path("run-7") == Path(".wavegate/runs/run-7.json")
+
+
+def test_an_unknown_run_is_bad_input_naming_where_it_looked():
+    with pytest.raises(InputError) as missing:
+        journal.read("run-nope")
+    assert missing.value.exit_code == EXIT_BAD_INPUT
+    assert "run-nope" in str(missing.value) and ".wavegate/runs" in str(missing.value)
+
+
+def test_a_run_that_was_not_a_deploy_cannot_be_resumed():
+    write_run("run-rollback", started_at="2025-01-01T08:00:00.000+00:00", outcome="rolled-back")
+    with pytest.raises(InputError, match="cannot be resumed"):
+        journal.read("run-rollback")
+
+
+def test_resume_without_a_run_id_picks_the_newest_unfinished_deploy_of_the_app():
+    write_run("run-old", started_at="2025-01-01T08:00:00.000+00:00", outcome="interrupted",
+              inputs=inputs())
+    write_run("run-killed", started_at="2025-01-02T08:00:00.000+00:00", inputs=inputs())
+    write_run("run-done", started_at="2025-01-03T08:00:00.000+00:00", outcome="succeeded",
+              inputs=inputs())
+    write_run("run-other-app", app="billing", started_at="2025-01-04T08:00:00.000+00:00",
+              outcome="paused", inputs=inputs("manifests/billing"))
+    assert journal.newest_unfinished("library-app") == "run-killed"  # SIGKILLed: no outcome
+    assert journal.newest_unfinished() == "run-other-app"
+    with pytest.raises(InputError, match="no unfinished run of payments"):
+        journal.newest_unfinished("payments")
+
+
+def test_only_a_live_wavegate_process_counts_as_the_run_still_going():
+    assert not journal.alive(0)
+    assert not journal.alive(-1)
+    assert not journal.alive(2**22 + 1)  # above Linux's pid_max: no such process
