@@ -73,6 +73,7 @@ class Options:
     records: Mapping[str, Record] = dataclasses.field(default_factory=dict)
     force_conflicts: bool = False  # take fields other field managers own
     wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+    baselines: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 class Runner:

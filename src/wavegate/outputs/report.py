@@ -46,6 +46,9 @@ class RunReport:
     message: str | None = None
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     inputs: dict[str, Any] | None = None  # what resume needs (journal.Inputs), never secrets
+    # Per cluster, the access baseline taken before it changed (ids only as fingerprints), so
+    # a resumed run compares against the same one.
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -62,6 +65,11 @@ class RunReport:
             entry = self.clusters[cluster]
             for key, value in fields.items():
                 setattr(entry, key, value)
+        self._notify()
+
+    def keep_baseline(self, cluster: str, baseline: dict[str, Any]) -> None:
+        with self._lock:
+            self.baselines[cluster] = baseline
         self._notify()
 
     def finish(self, *, outcome: str, exit_code: int, message: str | None = None) -> None:
@@ -81,6 +89,8 @@ class RunReport:
             }
             if self.inputs is not None:
                 data["inputs"] = dict(self.inputs)
+            if self.baselines:
+                data["baselines"] = dict(self.baselines)
         scrubbed: dict[str, Any] = redact.scrub_data(data)
         return scrubbed
 
