@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +21,19 @@ from wavegate.errors import Conflict, DriverError, LockHeld, Preempted, RolloutF
 
 
 class FakeClock:
-    """Time moves only when someone sleeps: a two-hour bake takes milliseconds."""
+    """Time moves only when someone sleeps: a two-hour bake takes milliseconds.
+
+    `at(when, action)` runs `action` once the time passes `when` (a fault that appears hours
+    into a run, without a class-level patch)."""
 
     def __init__(self) -> None:
         self.time = 1000.0
         self.slept = 0.0
         self._lock = threading.Lock()
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        self._timers.append((when, action))
 
     def now(self) -> float:
         with self._lock:
@@ -36,6 +43,10 @@ class FakeClock:
         with self._lock:
             self.time += max(seconds, 0.0)
             self.slept += max(seconds, 0.0)
+            due = [timer for timer in self._timers if timer[0] <= self.time]
+            self._timers = [timer for timer in self._timers if timer[0] > self.time]
+        for _, action in due:
+            action()
 
 
 @dataclass
@@ -50,6 +61,24 @@ class FakeCluster:
     unreachable: bool = False
     broken_versions: set[str] = field(default_factory=set)  # rollouts of these fail
     env: dict[str, str] = field(default_factory=dict)
+    # Driver method name -> a fault for its next call (once): an exception to raise, or an
+    # action on this cluster (e.g. going unreachable) before the method goes on.
+    faults: dict[str, BaseException | Callable[[FakeCluster], None]] = field(
+        default_factory=dict)
+    reads: int = 0  # ledger reads (each one lists every release Secret on Kubernetes)
+
+    def serve(self, version: str, env: Mapping[str, str]) -> None:
+        """(Re)start the app as a pod would: `version` with `env` over the cluster's own."""
+        self.stop()
+        self.server = make_server("127.0.0.1", 0, version, {**self.env, **env})
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def inject(self, method: str) -> None:
+        fault = self.faults.pop(method, None)
+        if isinstance(fault, BaseException):
+            raise fault
+        if fault is not None:
+            fault(self)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -68,20 +97,20 @@ class FakeDriver:
         self._reachable()
 
     def endpoint(self) -> str:
+        self.state.inject("endpoint")
         self._reachable()
         assert self.state.server is not None, "nothing deployed"
         host, port = self.state.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
     def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+        self.state.inject("apply")
         self._fence(release.app, holder)
-        self.state.stop()
-        env = {**self.state.env, **_container_env(release)}
-        self.state.server = make_server("127.0.0.1", 0, release.version, env)
-        threading.Thread(target=self.state.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.state.serve(release.version, _container_env(release))
         self.state.applied.append(release.version)
 
     def wait_rollout(self, release: Release, *, timeout: float) -> None:
+        self.state.inject("wait_rollout")
         self._reachable()
         if release.version in self.state.broken_versions:
             raise RolloutFailed(f"library-app: PodCrashed: {release.version} exits at start")
@@ -91,13 +120,16 @@ class FakeDriver:
         self.state.stop()
 
     def records(self, app: str) -> list[Record]:
+        self.state.inject("records")
         self._reachable()
+        self.state.reads += 1
         return [record for record, _ in self.state.records.values() if record.app == app]
 
     def stored_release(self, record: Record) -> Release:
         return self.state.records[record.revision][1]
 
     def create_record(self, record: Record, release: Release, *, holder: str) -> Record:
+        self.state.inject("create_record")
         self._fence(record.app, holder)
         with self._guard:
             if record.revision in self.state.records:
@@ -107,6 +139,7 @@ class FakeDriver:
         return stored
 
     def update_record(self, record: Record, *, holder: str) -> Record:
+        self.state.inject("update_record")
         self._fence(record.app, holder)
         with self._guard:
             current, release = self.state.records[record.revision]

@@ -9,6 +9,7 @@
     ├── Conflict            (3)   a ledger compare-and-set lost: the record changed meanwhile
     └── NeedsHuman          (3)   a cluster could not be reached, or a rollback failed
         ├── DriverError     (3)   a driver call failed for good (after its retries)
+        │   └── FieldConflict (2) applying would take fields another field manager owns
         └── SandboxError    (3)   the kube sandbox could not start or stop
 
 Every class that a user can meet is defined here, so its exit code is chosen, never inherited
@@ -108,6 +109,13 @@ class DriverError(NeedsHuman):
     def __init__(self, message: str, *, cluster: str) -> None:
         self.cluster = cluster
         super().__init__(f"{cluster}: {message}")
+
+
+class FieldConflict(DriverError):
+    """Applying would take fields another field manager owns: the user decides (exit 2,
+    or `deploy --force-conflicts`). A DriverError, so the run still unwinds that cluster."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class SandboxError(NeedsHuman):

@@ -33,8 +33,8 @@ from tests.e2e.conftest import sandbox_binaries
 from wavegate.config import fleet
 from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release
 from wavegate.decide.ledger import Record, Status
-from wavegate.drivers.base import RolloutFailed
 from wavegate.drivers.kubernetes import KubernetesDriver
+from wavegate.errors import RolloutFailed
 from wavegate.sandbox import kubefleet
 
 pytestmark = pytest.mark.e2e

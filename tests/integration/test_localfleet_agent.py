@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from wavegate.localfleet import files, pods, supervisor
+from wavegate import filestore
+from wavegate.localfleet import pods, supervisor
 from wavegate.localfleet.ingress import Ingress
 
 pytestmark = pytest.mark.integration
@@ -43,13 +44,14 @@ class Cluster:
     def write(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
         key = f"{manifest['kind']}.{meta['namespace']}.{meta['name']}"
-        files.write_json(self.root / "objects" / f"{key}.json", manifest)
+        filestore.write_json(self.root / "objects" / f"{key}.json", manifest)
 
     def delete(self, key: str) -> None:
         (self.root / "objects" / f"{key}.json").unlink()
 
     def status(self, key: str = DEPLOYMENT) -> dict[str, Any] | None:
-        body: dict[str, Any] | None = files.read_json(self.root / "status" / f"{key}.json")
+        body: dict[str, Any] | None = filestore.read_json(self.root / "status" / f"{key}.json",
+                                                             missing_ok=True)
         for pod in (body or {}).get("pods", []):
             if pod.get("pid"):
                 self.pids.add(pod["pid"])

@@ -10,10 +10,10 @@ import pytest
 
 from tests.fakes import FakeClock, FakeCluster, FakeDriver
 from tests.unit.test_runner import APP, NAMES, TOKENS, make_fleet
-from wavegate.config import checks, credentials
+from wavegate.config import checks
 from wavegate.config.app import App
 from wavegate.config.fleet import Fleet
-from wavegate.engine import deploy
+from wavegate.engine import credentials, deploy
 from wavegate.engine.runner import Target
 from wavegate.engine.session import Outputs
 from wavegate.errors import EXIT_OK

@@ -11,9 +11,9 @@ from tests.fakes import FakeCluster, FakeDriver
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Counts, Record, Status
-from wavegate.drivers.base import Conflict, Lock
+from wavegate.drivers.base import Lock
 from wavegate.engine import ledger_writes
-from wavegate.errors import Preempted
+from wavegate.errors import Conflict, Preempted
 
 APP = "library-app"
 RUN = "run-1"

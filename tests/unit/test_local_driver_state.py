@@ -17,7 +17,7 @@ from wavegate.config.app import APP_LABEL, Release
 from wavegate.config.fleet import Cluster, LocalFleet
 from wavegate.decide.ledger import Record, Status
 from wavegate.drivers.local import LocalDriver
-from wavegate.errors import EXIT_LOCKED, LockHeld, Preempted
+from wavegate.errors import EXIT_LOCKED, LockHeld, Preempted, StaleLock
 from wavegate.kube import lease
 
 APP = "library-app"
@@ -85,7 +85,7 @@ def test_a_lock_its_holder_stopped_renewing_expires_like_a_lease(tmp_path: Path)
     stop_renewing(local, ago=timedelta(minutes=5))
 
     # Expired: another run is told the holder looks dead and what finishes or undoes it ...
-    with pytest.raises(lease.StaleLock) as caught:
+    with pytest.raises(StaleLock) as caught:
         local.acquire_lock(APP, holder="run-2", ttl=30)
     assert caught.value.exit_code == EXIT_LOCKED
     assert "whose lease expired at" in str(caught.value)

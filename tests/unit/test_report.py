@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from wavegate.config import checks, credentials
+from wavegate.config import checks
+from wavegate.engine import credentials
 from wavegate.outputs.report import RunReport
 
 APP = Path(__file__).parents[2] / "manifests" / "library-app"

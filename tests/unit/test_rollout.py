@@ -97,11 +97,12 @@ def test_max_parallel_bounds_deploys_within_a_wave(
     states: tuple[State, ...], deploy: tuple[str, ...],
 ) -> None:
     seen = observed(wave_states(WIDE, *states), waves=(WIDE,))
-    assert decide(plan(waves=(WIDE,)), seen, 5.0) == Decision(deploy=deploy)
+    assert decide(plan(waves=(WIDE,)), seen, 5.0).deploy == deploy
 
 
 @pytest.mark.parametrize(("states", "expected"), [
-    pytest.param((BAKING, BAKING, VERIFYING), Decision(), id="one-still-verifying: wait"),
+    pytest.param((BAKING, BAKING, VERIFYING), Decision(check=("prod-4",)),
+                 id="one-still-verifying: verify it"),
     pytest.param((BAKING, ROLLING_OUT, BAKING), Decision(), id="one-rolling-out: wait"),
     pytest.param((BAKING, BAKING, BAKING),
                  Decision(start_bake="regions", wake_at=7300.0), id="all-baking: bake starts"),
@@ -159,6 +160,57 @@ def test_a_wave_without_bake_is_verified_as_soon_as_its_bake_starts() -> None:
     assert decide(p, started, 5.0) == Decision(wave_verified="instant")
     verified = with_wave_verified(started, instant)
     assert decide(p, verified, 5.0) == Decision(finish=Ending.SUCCEEDED)
+
+
+# --- first verification: scheduled here like bake rounds ------------------------------------------
+
+def verifying(errors: int = 0, last: float | None = None) -> ClusterStatus:
+    return ClusterStatus(VERIFYING, consecutive_errors=errors, last_check_at=last, changed=True)
+
+
+@pytest.mark.parametrize(("status", "now", "expected"), [
+    pytest.param(verifying(), 5.0, Decision(check=("prod-0",)), id="rolled-out: verify at once"),
+    pytest.param(verifying(1, 5.0), 5.5, Decision(wake_at=6.0),
+                 id="errored: wait the retry pause"),
+    pytest.param(verifying(1, 5.0), 6.0, Decision(check=("prod-0",)),
+                 id="errored: retry after the pause"),
+])
+def test_first_verification_rounds_are_decided(status: ClusterStatus, now: float,
+                                               expected: Decision) -> None:
+    seen = dataclasses.replace(observed(), clusters={**observed().clusters, "prod-0": status})
+    assert decide(PLAN, seen, now) == expected
+
+
+def test_the_retry_pause_is_capped_by_the_check_interval() -> None:
+    p = plan(check_interval=0.25)
+    seen = dataclasses.replace(observed(), clusters={**observed().clusters,
+                                                     "prod-0": verifying(1, 5.0)})
+    assert decide(p, seen, 5.1) == Decision(wake_at=5.25)
+
+
+@pytest.mark.parametrize(("outcome", "state"), [
+    pytest.param(PASS, BAKING, id="pass: baking"),
+    pytest.param(FAIL, FAILED, id="fail: failed"),
+    pytest.param(ERROR, VERIFYING, id="error: verify again"),
+])
+def test_a_first_verification_round_moves_the_cluster_on(outcome: Outcome, state: State) -> None:
+    assert after_round(verifying(), outcome, POLICY, 7.0, "why").state is state
+
+
+@pytest.mark.parametrize("state", [ROLLING_BACK, ROLLED_BACK, FAILED, P])
+def test_a_round_reported_late_does_not_change_a_cluster_that_moved_on(state: State) -> None:
+    status = ClusterStatus(state, changed=True)
+    assert after_round(status, FAIL, POLICY, 7.0, "late") == status
+
+
+def test_a_stop_while_verifying_finishes_without_waiting_for_a_pass() -> None:
+    seen = observed({"prod-0": VERIFYING}, stop=Ending.INTERRUPTED)
+    assert decide(PLAN, seen, 5.0) == Decision(finish=Ending.INTERRUPTED)
+
+
+def test_a_failure_rolls_back_a_sibling_still_verifying() -> None:
+    seen = observed({"prod-0": VERIFIED, "prod-2": FAILED, "prod-3": VERIFYING, "prod-4": P})
+    assert decide(PLAN, seen, 5.0) == Decision(rollback=(("prod-2", "prod-3"), ("prod-0",)))
 
 
 # --- rounds: a fail fails at once, errors fail safe --------------------------------------------
@@ -297,6 +349,7 @@ class Run:
     deploys: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
     verified: list[tuple[float, str]] = field(default_factory=list)
     rounds: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)  # first-verification rounds
     rollbacks: tuple[tuple[str, ...], ...] = ()
     watch_started: float | None = None
     seen: Observed | None = None
@@ -314,15 +367,13 @@ def simulate(p: Plan, check: Checker = always_pass, *, rollback_fails: frozenset
             return run
         if decision.deploy:
             run.deploys.append((run.now, decision.deploy))
-        for name in decision.deploy:  # apply, roll out, and the first verification
-            seen = with_state(seen, name, APPLYING)
-            seen = with_round(seen, name, check(name, run.now), p.policy, run.now, "first")
-            if seen.clusters[name].state is not FAILED:
-                seen = with_state(seen, name, BAKING)
+        for name in decision.deploy:  # applied and rolled out; decide asks to verify it
+            seen = with_state(seen, name, VERIFYING)
         if decision.start_bake is not None:
             seen = with_bake_started(seen, decision.start_bake, run.now)
         for name in decision.check:
-            run.rounds[name] = run.rounds.get(name, 0) + 1
+            counter = run.first if seen.clusters[name].state is VERIFYING else run.rounds
+            counter[name] = counter.get(name, 0) + 1
             seen = with_round(seen, name, check(name, run.now), p.policy, run.now, "round")
         if decision.wave_verified is not None:
             run.verified.append((run.now, decision.wave_verified))
@@ -352,10 +403,11 @@ def test_production_rollout_with_its_2h_canary_bake_runs_in_milliseconds() -> No
     assert run.deploys == [(0.0, ("prod-0",)), (7200.0, ("prod-2", "prod-3", "prod-4")),
                            (10800.0, ("prod-1", "prod-5"))]
     assert run.verified == [(7200.0, "canary"), (10800.0, "regions"), (12600.0, "rest")]
-    # One round every 30 s of each bake, the last one at the bake's end (plus the first
-    # verification, which the simulator does not count).
+    # One round every 30 s of each bake, the last one at the bake's end, after one first
+    # verification round per cluster.
     assert run.rounds == {"prod-0": 240, "prod-2": 120, "prod-3": 120, "prod-4": 120,
                           "prod-1": 60, "prod-5": 60}
+    assert run.first == dict.fromkeys(run.rounds, 1)
     assert run.decisions < 2000
 
 

@@ -1,7 +1,8 @@
 """What happens next in a run: a pure function of the plan, what was observed, and the time.
 
-The runner owns all I/O; it asks `decide` what to do, does it, folds what it saw back into
-`Observed` with the small `with_*` functions, and asks again. Nothing here sleeps, reads a
+The runner owns all I/O; it asks `decide` what to do (deploy, a first verification round, a
+bake or watch round, a rollback), does it, folds what it saw back into `Observed` with the
+small `with_*` functions, and asks again. Nothing here sleeps, reads a
 clock or touches a cluster, so a two-hour bake is a table row in the tests.
 
 Per cluster: pending -> applying -> rolling-out -> verifying -> baking -> verified,
@@ -34,6 +35,13 @@ class State(StrEnum):
 
 
 IN_FLIGHT = frozenset({State.APPLYING, State.ROLLING_OUT, State.VERIFYING, State.ROLLING_BACK})
+# States a runner task is working in: a stop or a failure waits for them to settle. A verifying
+# cluster is not among them: its rounds are scheduled here, one at a time, like bake rounds.
+WORKING = frozenset({State.APPLYING, State.ROLLING_OUT, State.ROLLING_BACK})
+# States whose check rounds count: a round that reports after a cluster failed or is being
+# rolled back must not overwrite that.
+JUDGED = frozenset({State.VERIFYING, State.BAKING, State.VERIFIED})
+VERIFY_RETRY = 1.0  # between first-verification rounds that errored, capped by check_interval
 
 
 class Ending(StrEnum):
@@ -91,8 +99,8 @@ class Plan:
 
 
 def decide(plan: Plan, seen: Observed, now: float) -> Decision:
-    in_flight = any(status.state in IN_FLIGHT for status in seen.clusters.values())
-    if in_flight and (seen.stop or _failed(seen)):
+    working = any(status.state in WORKING for status in seen.clusters.values())
+    if working and (seen.stop or _failed(seen)):
         return Decision()  # let running steps reach a safe point first
     if seen.stop is Ending.PREEMPTED:
         return Decision(finish=seen.stop)  # whoever took the lock owns the clusters now
@@ -115,15 +123,37 @@ def _advance(plan: Plan, wave: Wave, seen: Observed, now: float) -> Decision:
         if gated or not seen.window_open:
             return Decision(finish=Ending.PAUSED, paused_at=wave.name)
     if not all(state in (State.BAKING, State.VERIFIED) for state in states):
-        busy = sum(1 for state in states if state in IN_FLIGHT)
-        pending = [n for n in wave.clusters if seen.clusters[n].state is State.PENDING]
-        return Decision(deploy=tuple(pending[: max(0, wave.max_parallel - busy)]))
+        return _roll_out(plan.policy, wave, seen, now)
     started = seen.bake_started.get(wave.name)
     if started is None:
         return Decision(start_bake=wave.name, wake_at=now)
     if wave.bake <= 0:
         return Decision(wave_verified=wave.name)
     return _bake(plan.policy, wave, started, seen, now)
+
+
+def _roll_out(policy: Policy, wave: Wave, seen: Observed, now: float) -> Decision:
+    """Deploy into free slots, and send a first-verification round to every rolled-out
+    cluster that is due (at once, then again after an error)."""
+    busy = sum(1 for name in wave.clusters if seen.clusters[name].state in IN_FLIGHT)
+    pending = [n for n in wave.clusters if seen.clusters[n].state is State.PENDING]
+    verifying = [n for n in wave.clusters if seen.clusters[n].state is State.VERIFYING]
+    retries = {n: _next_verification(policy, seen.clusters[n]) for n in verifying}
+    due = tuple(n for n, at in retries.items() if now >= at)
+    later = [at for at in retries.values() if at > now]
+    return Decision(deploy=tuple(pending[: max(0, wave.max_parallel - busy)]), check=due,
+                    wake_at=min(later) if later and not due else None)
+
+
+def _next_verification(policy: Policy, status: ClusterStatus) -> float:
+    if status.last_check_at is None:
+        return float("-inf")  # rolled out just now: verify at once
+    return status.last_check_at + retry_pause(policy)
+
+
+def retry_pause(policy: Policy) -> float:
+    """How long a verification waits after a round that errored (a flapping endpoint)."""
+    return min(policy.check_interval, VERIFY_RETRY)
 
 
 def _bake(policy: Policy, wave: Wave, started: float, seen: Observed, now: float) -> Decision:
@@ -236,8 +266,12 @@ def with_round(seen: Observed, cluster: str, outcome: Outcome, policy: Policy, n
 
 def after_round(status: ClusterStatus, outcome: Outcome, policy: Policy, now: float,
                 detail: str | None = None) -> ClusterStatus:
+    """A round judged: a first verification that passes starts the cluster's bake."""
+    if status.state not in JUDGED:
+        return status
     if outcome is Outcome.PASS:
-        return dataclasses.replace(status, consecutive_errors=0, last_check_at=now)
+        state = State.BAKING if status.state is State.VERIFYING else status.state
+        return dataclasses.replace(status, state=state, consecutive_errors=0, last_check_at=now)
     if outcome is Outcome.FAIL:
         return dataclasses.replace(status, state=State.FAILED, last_check_at=now, reason=detail)
     errors = status.consecutive_errors + 1

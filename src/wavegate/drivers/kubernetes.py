@@ -62,9 +62,9 @@ from wavegate.decide import ledger, workloads
 from wavegate.decide.ledger import ObjectRef, Record, Status
 from wavegate.drivers.base import Lock
 from wavegate.errors import (
-    EXIT_BAD_INPUT,
     Conflict,
     DriverError,
+    FieldConflict,
     LockHeld,
     Preempted,
     RolloutFailed,
@@ -110,12 +110,6 @@ Event = tuple[str, str, Any]  # (watch tag, SYNC|ADDED|MODIFIED|DELETED|ERROR, o
 # its content is written: clusters that share a CA, loaded in parallel, could read an empty CA
 # ("no certificate or crl found"). Loading is rare and fast, so it is done one at a time.
 _LOADING = threading.Lock()
-
-class FieldConflict(DriverError):
-    """Applying would take fields another field manager owns: the user decides (exit 2)."""
-
-    exit_code = EXIT_BAD_INPUT
-
 
 class KubernetesDriver:
     """The `Driver` of a cluster with `driver: kubernetes`. Construction does no I/O."""

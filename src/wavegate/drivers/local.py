@@ -160,7 +160,7 @@ class LocalDriver:
             if supervisor.is_running(self.dir) is None:
                 raise DriverError("cluster agent stopped during the rollout",
                                   cluster=self.cluster.name)
-            status = filestore.read_json(status_path) if status_path.exists() else {}
+            status = filestore.read_json(status_path, missing_ok=True) or {}  # not yet seen
             if _rolled_out(desired, status):
                 return
             problem = _stuck(desired, status)
@@ -260,8 +260,8 @@ class LocalDriver:
         return Lock(holder=holder, expires=lease.expires_text(current) or "")
 
     def _read_lease(self, app: str) -> dict[str, Any] | None:
-        path = self._lock_path(app)
-        return filestore.read_json(path) if path.exists() else None
+        lease: dict[str, Any] | None = filestore.read_json(self._lock_path(app), missing_ok=True)
+        return lease  # None: no lock file, unlocked
 
     def _lock_path(self, app: str) -> Path:
         return self.dir / "locks" / f"{app}.json"

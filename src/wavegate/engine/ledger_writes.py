@@ -1,7 +1,9 @@
 """Ledger writes through a driver: open a revision, and compare-and-set status changes.
 
-Updates re-read the record and retry when the store says it changed underneath, so two writers
-(a run and an emergency rollback) never overwrite each other's status blindly.
+An update starts from the record the caller last read or wrote (each read of a Kubernetes
+ledger lists every release Secret, so reads are passed along, not repeated), and re-reads only
+when the store says it changed underneath: two writers (a run and an emergency rollback) never
+overwrite each other's status blindly.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
     records = driver.records(release.app) if records is None else records
     for stale in records:
         if stale.status in (Status.APPLYING, Status.INTERRUPTED):
-            mark(driver, release.app, stale.revision, holder=run_id, status=Status.SUPERSEDED)
+            mark(driver, release.app, stale.revision, holder=run_id, current=stale,
+                 status=Status.SUPERSEDED)
     record = Record(app=release.app, cluster=driver.cluster.name,
                     revision=ledger.next_revision(records), version=release.version,
                     status=Status.APPLYING, run_id=run_id, by=by, started_at=ledger.now(),
@@ -36,15 +39,20 @@ def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
     return driver.create_record(record, release, holder=run_id)
 
 
-def mark(driver: Driver, app: str, revision: int, *, holder: str, **changes: Any) -> Record:
-    """Set fields of one revision (compare-and-set, re-read on conflict)."""
+def mark(driver: Driver, app: str, revision: int, *, holder: str,
+         current: Record | None = None, **changes: Any) -> Record:
+    """Set fields of one revision (compare-and-set, re-read on conflict).
+
+    `current` is the revision as the caller last read or wrote it; without it, it is read."""
     if changes.get("status") not in (None, Status.APPLYING) and "finished_at" not in changes:
         changes["finished_at"] = ledger.now()
     for attempt in range(_ATTEMPTS):
-        current = next(r for r in driver.records(app) if r.revision == revision)
+        if current is None or current.revision != revision:
+            current = next(r for r in driver.records(app) if r.revision == revision)
         try:
             return driver.update_record(current.updated(**changes), holder=holder)
         except Conflict:
+            current = None
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")

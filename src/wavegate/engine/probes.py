@@ -1,9 +1,10 @@
-"""Running a checks suite against one cluster's live endpoint: one verification round.
+"""Sending a checks suite to one cluster's live endpoint: one round, and what came back.
 
 This is the I/O around `verdict.judge`: it sends each probe, retries only what is `retryable`
 (timeouts, refused connections, 5xx) with backoff inside the round's deadline, and stops
 retrying the moment any probe fails, since a failure is acted on at once. Tokens go in the
-Authorization header and nowhere else.
+Authorization header and nowhere else. It returns a `Round` and knows nothing of run states:
+whether a round fails a cluster, and when the next one is due, is `rollout`'s to say.
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ import httpx
 import structlog
 import tenacity
 
-from wavegate.clock import Clock
 from wavegate.config.checks import Probe, Suite
-from wavegate.config.fleet import Policy
-from wavegate.decide import drift, ledger, rollout
+from wavegate.decide import drift, ledger
 from wavegate.decide.verdict import Outcome, Verdict, judge
 from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
 REQUEST_TIMEOUT = 5.0
 PARALLEL_PROBES = 8
-RETRY_PAUSE = 1.0  # between verification rounds that errored, capped by check_interval
+NO_RETRY_REQUEST_DEADLINE = 1.0  # a round with no time for retries still sends each probe once
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,8 @@ def _sampled(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None
 
 def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
           deadline: float) -> http_probe.Answer:
-    limits = http_probe.Limits(deadline=deadline, max_body=probe.max_body)
+    limits = http_probe.Limits(deadline=deadline if deadline > 0 else NO_RETRY_REQUEST_DEADLINE,
+                               max_body=probe.max_body)
     name = probe.principal.name if probe.principal else None
     token = tokens.get(name) if name else None
     answer = _exchange(client, probe, token, limits)
@@ -163,22 +163,6 @@ def _log_retry(probe: Probe) -> Callable[[tenacity.RetryCallState], None]:
                  principal=probe.principal.name if probe.principal else None,
                  attempt=state.attempt_number, detail=getattr(verdict, "detail", None))
     return before_sleep
-
-
-def until_judged(
-    endpoint: str, suite: Suite, tokens: Mapping[str, str | None], policy: Policy,
-    clock: Clock, *, stop: Callable[[], bool] = lambda: False,
-    transport: httpx.BaseTransport | None = None,
-) -> tuple[rollout.ClusterStatus, Round]:
-    """Verification right after a rollout: rounds until a pass, a fail, or too many errors."""
-    status = rollout.ClusterStatus(state=rollout.State.VERIFYING)
-    while True:
-        last = run_round(endpoint, suite, tokens, deadline=policy.check_timeout,
-                         transport=transport)
-        status = rollout.after_round(status, last.outcome, policy, clock.now(), describe(last))
-        if last.outcome is Outcome.PASS or status.state is rollout.State.FAILED or stop():
-            return status, last
-        clock.sleep(min(policy.check_interval, RETRY_PAUSE))
 
 
 def describe(result: Round) -> str | None:

@@ -2,12 +2,14 @@
 
 Used both when a deploy fails (back to the revision before it) and by the emergency
 `rollback` command. A rollback opens a new revision carrying the target's stored manifests, so
-the ledger reads as a timeline: 2.0.0 rolled-back, then 1.0.0 verified again.
+the ledger reads as a timeline: 2.0.0 rolled-back, then 1.0.0 verified again. The caller
+passes the ledger it has just read; nothing here reads it again unless a compare-and-set says
+it changed underneath.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +18,15 @@ import structlog
 from wavegate.clock import Clock
 from wavegate.config import checks
 from wavegate.config.app import Release
+from wavegate.config.checks import Suite
 from wavegate.config.fleet import Policy
+from wavegate.decide import rollout
 from wavegate.decide.ledger import Record, Status
-from wavegate.decide.rollout import State
+from wavegate.decide.rollout import ClusterStatus, State
 from wavegate.drivers.base import Driver
-from wavegate.engine import credentials
+from wavegate.engine import credentials, probes
 from wavegate.engine import ledger_writes as ledgerio
-from wavegate.engine import probes as verify
-from wavegate.errors import DriverError, InputError, RolloutFailed
+from wavegate.errors import Preempted, WavegateError
 
 log = structlog.get_logger(__name__)
 
@@ -37,16 +40,25 @@ class Restored:
 
 
 def restore(
-    driver: Driver, *, app: str, replacing: Record | None, target: Record | None, run_id: str,
-    by: str, reason: str, policy: Policy, clock: Clock,
+    driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
+    target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
     on_state: Callable[[State], None] = lambda state: None,
 ) -> Restored:
+    """Roll back to `target`; whatever goes wrong is a failed rollback, except `Preempted`
+    (someone else took the cluster: their word stands), which is raised."""
     on_state(State.ROLLING_BACK)
     try:
-        result = _restore(driver, app=app, replacing=replacing, target=target, run_id=run_id,
-                          by=by, reason=reason, policy=policy, clock=clock)
-    except (DriverError, RolloutFailed, InputError) as error:
+        result = _restore(driver, app=app, records=records, replacing=replacing, target=target,
+                          run_id=run_id, by=by, reason=reason, policy=policy, clock=clock)
+    except Preempted:
+        raise
+    except WavegateError as error:
         result = Restored(False, target.version if target else None, str(error), [])
+    except Exception as error:  # a bug must not leave the cluster half rolled back unsaid
+        log.error("rollback.bug", cluster=driver.cluster.name, error=repr(error))
+        log.debug("rollback.bug.traceback", cluster=driver.cluster.name, exc_info=True)
+        result = Restored(False, target.version if target else None,
+                          f"internal error: {type(error).__name__}: {error}", [])
     on_state(State.ROLLED_BACK if result.ok else State.ROLLBACK_FAILED)
     log.info("rollback.done" if result.ok else "rollback.failed", cluster=driver.cluster.name,
              to_version=result.version, detail=result.detail)
@@ -54,60 +66,84 @@ def restore(
 
 
 def _restore(
-    driver: Driver, *, app: str, replacing: Record | None, target: Record | None, run_id: str,
-    by: str, reason: str, policy: Policy, clock: Clock,
+    driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
+    target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
         driver.delete(app, holder=run_id)
-        _retire(driver, app, replacing, run_id, reason)
+        _retire(driver, app, replacing, run_id, reason, known=_as_read(replacing, records))
         return Restored(True, None, "no earlier verified release: removed the app", [])
     release = driver.stored_release(target)
     if target.status is Status.ADOPTED:
-        return _readopt(driver, release, replacing=replacing, target=target, run_id=run_id,
-                        by=by, reason=reason, policy=policy)
+        return _readopt(driver, release, records=records, replacing=replacing, target=target,
+                        run_id=run_id, by=by, reason=reason, policy=policy)
     where = Path(f"{driver.cluster.name}/revision-{target.revision}/checks.yaml")
     suite = checks.load(release.checks, where)
     tokens = credentials.resolve(suite)
     record = ledgerio.open_revision(
-        driver, release, run_id=run_id, by=by, reason=reason,
+        driver, release, run_id=run_id, by=by, reason=reason, records=records,
         rollback_of=replacing.revision if replacing else None)
     driver.apply(release, holder=run_id)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    status, last = verify.until_judged(driver.endpoint(), suite, tokens, policy, clock)
+    status, last = _verify(driver.endpoint(), suite, tokens, policy, clock)
     results = [result.as_dict() for result in last.results]
-    ledgerio.mark(driver, app, record.revision, holder=run_id,
-                  status=Status.VERIFIED if status.state is not State.FAILED else Status.FAILED,
-                  checks=verify.counts(last), reason=reason)
-    if status.state is State.FAILED:
+    failed = status.state is State.FAILED
+    ledgerio.mark(driver, app, record.revision, holder=run_id, current=record,
+                  status=Status.FAILED if failed else Status.VERIFIED,
+                  checks=probes.counts(last), reason=reason)
+    if failed:
         return Restored(False, target.version, f"{target.version} failed its own checks: "
                                                f"{status.reason}", results)
-    _retire(driver, app, replacing, run_id, reason)
+    # open_revision supersedes an unfinished record: that one is read again before its update.
+    known = _as_read(replacing, records)
+    unfinished = known is not None and known.status in (Status.APPLYING, Status.INTERRUPTED)
+    _retire(driver, app, replacing, run_id, reason, known=None if unfinished else known)
     return Restored(True, target.version, f"back on {target.version} "
                                           f"(revision {record.revision})", results)
 
 
-def _readopt(driver: Driver, release: Release, *, replacing: Record | None, target: Record,
-             run_id: str, by: str, reason: str, policy: Policy) -> Restored:
+def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
+             replacing: Record | None, target: Record, run_id: str, by: str, reason: str,
+             policy: Policy) -> Restored:
     """Back to what ran before the first wavegate release. It has no checks of its own (the
     release's would judge another version), so it is rolled out, not verified, and its new
     revision says `adopted` again rather than claiming a verification that did not happen."""
     record = ledgerio.open_revision(
-        driver, release, run_id=run_id, by=by, reason=reason,
+        driver, release, run_id=run_id, by=by, reason=reason, records=records,
         rollback_of=replacing.revision if replacing else None)
     driver.apply(release, holder=run_id)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    ledgerio.mark(driver, release.app, record.revision, holder=run_id, status=Status.ADOPTED,
-                  reason=reason)
-    _retire(driver, release.app, replacing, run_id, reason)
+    ledgerio.mark(driver, release.app, record.revision, holder=run_id, current=record,
+                  status=Status.ADOPTED, reason=reason)
+    _retire(driver, release.app, replacing, run_id, reason, known=None)
     return Restored(True, target.version, f"back on the objects adopted before the first "
                                           f"release (revision {record.revision}, not checked: "
                                           "they have no checks of their own)", [])
 
 
-def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str,
-            reason: str) -> None:
-    if replacing is not None:
-        ledgerio.mark(driver, app, replacing.revision, holder=run_id, status=Status.ROLLED_BACK,
-                      reason=reason)
+def _as_read(replacing: Record | None, records: Sequence[Record]) -> Record | None:
+    """`replacing` as the ledger read by the caller holds it (its compare-and-set token)."""
+    if replacing is None:
+        return None
+    return next((r for r in records if r.revision == replacing.revision), None)
 
+
+def _verify(endpoint: str, suite: Suite, tokens: Mapping[str, str | None], policy: Policy,
+            clock: Clock) -> tuple[ClusterStatus, probes.Round]:
+    """Rounds until the restored release passes, fails, or errs `max_check_errors` times."""
+    status = ClusterStatus(State.VERIFYING)
+    while True:
+        last = probes.run_round(endpoint, suite, tokens, deadline=policy.check_timeout)
+        status = rollout.after_round(status, last.outcome, policy, clock.now(),
+                                     probes.describe(last))
+        if status.state is not State.VERIFYING:
+            return status, last
+        clock.sleep(rollout.retry_pause(policy))
+
+
+def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str, reason: str, *,
+            known: Record | None) -> None:
+    if replacing is not None:
+        ledgerio.mark(driver, app, replacing.revision, holder=run_id, current=known,
+                      status=Status.ROLLED_BACK, reason=reason)

@@ -90,8 +90,8 @@ def _one(driver: Driver, *, app: str, to_version: str | None, reason: str, run_i
         report.update(name, state="verified", detail=f"already on {target.version}")
         return True
     result = restore.restore(
-        driver, app=app, replacing=current, target=target, run_id=run_id, by=by,
-        reason=f"emergency rollback: {reason}", policy=fleet.policy, clock=clock,
+        driver, app=app, records=records, replacing=current, target=target, run_id=run_id,
+        by=by, reason=f"emergency rollback: {reason}", policy=fleet.policy, clock=clock,
         on_state=lambda state: report.update(name, state=state.value))
     report.update(name, detail=result.detail, checks=result.checks)
     return result.ok

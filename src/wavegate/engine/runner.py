@@ -2,8 +2,13 @@
 
 It asks what to do next, does it (deploy tasks on a thread pool bounded by each wave's
 max_parallel, check rounds, rollbacks), folds what it saw back into the observed state, and
-asks again. It keeps the ledger (one revision per cluster it changes), the report, and the
-locks. Log lines carry `run_id`, `cluster` and `wave`.
+asks again. It is the one place a run's state changes, each change written once; it keeps the
+ledger (one revision per cluster it changes), the report, and the locks. Log lines carry
+`run_id`, `cluster` and `wave`.
+
+One error policy for a cluster's work (`_guarded`): `Preempted` stops the run (exit 4); any
+other exception, a `WavegateError` or a bug, fails that cluster, which then takes the failure
+policy like a failed check. A bug is logged as one, its traceback at debug level.
 """
 
 from __future__ import annotations
@@ -28,8 +33,7 @@ from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import Decision, Ending, Observed, State
 from wavegate.drivers.base import Driver
 from wavegate.engine import ledger_writes as ledgerio
-from wavegate.engine import probes as verify
-from wavegate.engine import restore
+from wavegate.engine import probes, restore
 from wavegate.engine.notify import Notifier
 from wavegate.errors import (
     EXIT_BAD_INPUT,
@@ -38,9 +42,9 @@ from wavegate.errors import (
     EXIT_OK,
     EXIT_PAUSED,
     EXIT_ROLLED_BACK,
-    DriverError,
     Preempted,
     RolloutFailed,
+    WavegateError,
 )
 from wavegate.outputs.report import RunReport
 
@@ -103,10 +107,15 @@ class Runner:
         log.info("run.started", run_id=self.run_id, app=self._app, version=self._version)
         self.notifier.send("run.started", f"rolling out to {len(self.targets)} clusters in "
                            f"{len(self.fleet.waves)} waves")
-        with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
-            ending = self._loop(pool)
-        if ending is Ending.INTERRUPTED:
+        try:
+            with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
+                ending = self._loop(pool)
+        except Exception as error:  # a bug in the loop itself: leave what resume needs
+            _log_bug("run.bug", error, run_id=self.run_id)
+            ending = Ending.NEEDS_HUMAN
             self._mark_interrupted()
+        if ending in (Ending.INTERRUPTED, Ending.PREEMPTED):
+            self._mark_interrupted()  # closed, so neither resume nor a reader sees `applying`
         if ending is Ending.SUCCEEDED:
             for name in self.targets:
                 self.report.update(name, detail=None)  # "watching until" is over
@@ -134,11 +143,11 @@ class Runner:
              running: dict[Future[None], str]) -> None:
         for name in decision.deploy:
             self._set_state(name, State.APPLYING)
-            running[pool.submit(self._deploy, name)] = name
+            running[pool.submit(self._guarded, name, self._deploy)] = name
         if decision.start_bake is not None:
             self._start_bake(decision.start_bake)
         if decision.check:
-            list(pool.map(self._check, decision.check))
+            list(pool.map(lambda name: self._guarded(name, self._check), decision.check))
         if decision.wave_verified is not None:
             self._wave_verified(decision.wave_verified, pool)
         if decision.start_watch:
@@ -180,27 +189,33 @@ class Runner:
             log.warning("run.idle", run_id=self.run_id)
             self.clock.sleep(_POLL, self._wake)
 
-    # --- one cluster's deploy, on a worker thread --------------------------------------------
+    # --- one cluster's work, on a worker thread -----------------------------------------------
 
-    def _deploy(self, name: str) -> None:
-        target = self.targets[name]
-        bound = log.bind(run_id=self.run_id, cluster=name,
-                         wave=self.fleet.wave_of(name).name)
+    def _guarded(self, name: str, work: Callable[[str], None]) -> None:
+        """The one error policy for a cluster's work: see the module docstring."""
         try:
-            self._apply(name, target)
-            self._set_state(name, State.ROLLING_OUT)
-            target.driver.wait_rollout(target.release, timeout=self.fleet.policy.rollout_timeout)
-            self._set_state(name, State.VERIFYING)
-            self._first_verification(name, target)
-        except RolloutFailed as error:
-            self._fail(name, f"rollout failed: {error}")
-        except DriverError as error:
-            self.bad_input = self.bad_input or error.exit_code == EXIT_BAD_INPUT
-            self._fail(name, str(error))
+            work(name)
         except Preempted as error:
-            bound.warning("run.preempted", detail=str(error))
+            log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
             self.stop(Ending.PREEMPTED)
             self._set_state(name, State.FAILED, str(error))
+        except RolloutFailed as error:
+            self._fail(name, f"rollout failed: {error}")
+        except WavegateError as error:
+            # A field conflict is the release as given being refused: exit 2 once unwound.
+            self.bad_input = self.bad_input or error.exit_code == EXIT_BAD_INPUT
+            self._fail(name, str(error))
+        except Exception as error:
+            _log_bug("cluster.bug", error, run_id=self.run_id, cluster=name)
+            self._fail(name, f"internal error: {type(error).__name__}: {error}")
+
+    def _deploy(self, name: str) -> None:
+        """Apply and roll out; `decide` then schedules the first verification."""
+        target = self.targets[name]
+        self._apply(name, target)
+        self._set_state(name, State.ROLLING_OUT)
+        target.driver.wait_rollout(target.release, timeout=self.fleet.policy.rollout_timeout)
+        self._set_state(name, State.VERIFYING)
 
     def _apply(self, name: str, target: Target) -> None:
         driver, release = target.driver, target.release
@@ -223,20 +238,6 @@ class Runner:
                  revision=record.revision, version=release.version)
         driver.apply(release, holder=self.run_id, force_conflicts=self.options.force_conflicts)
 
-    def _first_verification(self, name: str, target: Target) -> None:
-        status, last = verify.until_judged(
-            target.driver.endpoint(), target.suite, target.tokens, self.fleet.policy,
-            self.clock, stop=lambda: self._stop is not None)
-        self._record_round(name, last)
-        if status.state is State.FAILED:
-            self._fail(name, status.reason or "checks failed")
-            return
-        with self._guard:
-            self.seen = rollout.with_state(self.seen, name, State.BAKING)
-            self.seen = _with_last_check(self.seen, name, status.last_check_at)
-        self.report.update(name, state=State.BAKING.value)
-        log.info("cluster.verified", run_id=self.run_id, cluster=name)
-
     # --- bake and watch ----------------------------------------------------------------------
 
     def _start_bake(self, wave: str) -> None:
@@ -250,31 +251,35 @@ class Runner:
             self.seen = rollout.with_bake_started(self.seen, wave, self.clock.now())
 
     def _check(self, name: str) -> None:
+        """One round (first verification, bake or watch), folded in by `rollout.with_round`."""
         target = self.targets[name]
-        try:
-            result = verify.run_round(target.driver.endpoint(), target.suite, target.tokens,
-                                      deadline=self.fleet.policy.check_timeout)
-        except DriverError as error:
-            self._fail(name, str(error))
-            return
+        result = probes.run_round(target.driver.endpoint(), target.suite, target.tokens,
+                                  deadline=self.fleet.policy.check_timeout)
         self._record_round(name, result)
         with self._guard:
+            before = self.seen.clusters[name].state
             self.seen = rollout.with_round(self.seen, name, result.outcome, self.fleet.policy,
-                                           self.clock.now(), verify.describe(result))
-            failed = self.seen.clusters[name]
-        if failed.state is State.FAILED:
-            self._fail(name, failed.reason or "checks failed")
+                                           self.clock.now(), probes.describe(result))
+            after = self.seen.clusters[name]
+        if after.state is before:
+            return
+        self.report.update(name, state=after.state.value)
+        if after.state is State.FAILED:
+            self._announce_failure(name, after.reason or "checks failed")
+        elif after.state is State.BAKING:
+            log.info("cluster.verified", run_id=self.run_id, cluster=name)
 
     def _wave_verified(self, wave_name: str, pool: ThreadPoolExecutor) -> None:
         wave = next(w for w in self.fleet.waves if w.name == wave_name)
 
         def verified(name: str) -> None:
             self._mark(name, status=Status.VERIFIED)
-            self.report.update(name, state=State.VERIFIED.value, detail=None)
+            self._set_state(name, State.VERIFIED)
+            self.report.update(name, detail=None)
 
-        list(pool.map(verified, wave.clusters))
-        with self._guard:
-            self.seen = rollout.with_wave_verified(self.seen, wave)
+        list(pool.map(lambda name: self._guarded(name, verified), wave.clusters))
+        if any(self.seen.clusters[name].state is not State.VERIFIED for name in wave.clusters):
+            return  # a ledger that could not take the word fails its cluster: no announcement
         log.info("wave.verified", run_id=self.run_id, wave=wave_name)
         self.notifier.send("wave.verified", f"wave {wave_name} verified "
                            f"({', '.join(wave.clusters)})", wave=wave_name)
@@ -282,14 +287,18 @@ class Runner:
     # --- failure -----------------------------------------------------------------------------
 
     def _fail(self, name: str, reason: str) -> None:
+        self._set_state(name, State.FAILED, reason)
+        self._announce_failure(name, reason)
+
+    def _announce_failure(self, name: str, reason: str) -> None:
+        """What follows a cluster's failure, once its state says so: log, webhook, ledger."""
         log.error("cluster.failed", run_id=self.run_id, cluster=name, reason=reason)
         self.notifier.send("check.failed", f"{name} failed: {reason}", cluster=name,
                            detail=reason)
-        self._set_state(name, State.FAILED, reason)
         if name in self.records:
             try:
                 self._mark(name, status=Status.FAILED, reason=reason)
-            except DriverError as error:
+            except Exception as error:  # the rollback that follows retires the record anyway
                 log.error("ledger.unwritable", run_id=self.run_id, cluster=name,
                           detail=str(error))
 
@@ -306,18 +315,27 @@ class Runner:
 
     def _restore(self, name: str, reason: str) -> None:
         driver = self.targets[name].driver
-        replacing = self.records.get(name)
+        mine = self.records.get(name)
         try:
-            records = driver.records(self._app)
-        except DriverError as error:
+            records = driver.records(self._app)  # read once, passed along to every write
+            replacing = next((r for r in records if mine and r.revision == mine.revision), mine)
+            target = ledger.restore_target(records, replacing=replacing.revision) \
+                if replacing else ledger.last_known_good(records)
+            result = restore.restore(
+                driver, app=self._app, records=records, replacing=replacing, target=target,
+                run_id=self.run_id, by=self.by, reason=f"rollback: {reason}",
+                policy=self.fleet.policy, clock=self.clock,
+                on_state=lambda state: self._set_state(name, state))
+        except Preempted as error:
+            log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
+            self.stop(Ending.PREEMPTED)
             self._set_state(name, State.ROLLBACK_FAILED, str(error))
             return
-        target = ledger.restore_target(records, replacing=replacing.revision) \
-            if replacing else ledger.last_known_good(records)
-        result = restore.restore(
-            driver, app=self._app, replacing=replacing, target=target, run_id=self.run_id,
-            by=self.by, reason=f"rollback: {reason}", policy=self.fleet.policy,
-            clock=self.clock, on_state=lambda state: self._set_state(name, state))
+        except Exception as error:  # unreachable ledger, or a bug: a human must look
+            if not isinstance(error, WavegateError):
+                _log_bug("rollback.bug", error, run_id=self.run_id, cluster=name)
+            self._set_state(name, State.ROLLBACK_FAILED, str(error))
+            return
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
                            else f"{own}; rollback failed: {result.detail}")
@@ -332,9 +350,11 @@ class Runner:
             if record.status is Status.APPLYING:  # verified and failed records keep their word
                 try:
                     self._mark(name, status=Status.INTERRUPTED, reason="run interrupted")
-                except (DriverError, Preempted):
-                    log.error("ledger.unwritable", run_id=self.run_id, cluster=name)
-                self._set_state(name, State.INTERRUPTED)
+                except Exception as error:  # resume rebuilds from `applying` just as well
+                    log.error("ledger.unwritable", run_id=self.run_id, cluster=name,
+                              detail=str(error))
+                if self.seen.clusters[name].state is not State.FAILED:  # keep why it failed
+                    self._set_state(name, State.INTERRUPTED)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -342,12 +362,12 @@ class Runner:
         record = self.records[name]
         self.records[name] = ledgerio.mark(self.targets[name].driver, self._app,
                                            record.revision, holder=self.run_id,
-                                           checks=record.checks, **changes)
+                                           current=record, checks=record.checks, **changes)
 
-    def _record_round(self, name: str, result: verify.Round) -> None:
+    def _record_round(self, name: str, result: probes.Round) -> None:
         self.report.update(name, checks=[r.as_dict() for r in result.results])
         if name in self.records:
-            self.records[name] = self.records[name].updated(checks=verify.counts(result))
+            self.records[name] = self.records[name].updated(checks=probes.counts(result))
 
     def _set_state(self, name: str, state: State, reason: str | None = None) -> None:
         with self._guard:
@@ -374,7 +394,9 @@ def _with_stop(seen: Observed, stop: Ending | None) -> Observed:
     return seen if seen.stop == stop else _replace(seen, stop=stop)
 
 
-def _with_last_check(seen: Observed, name: str, at: float | None) -> Observed:
-    status = dataclasses.replace(seen.clusters[name], last_check_at=at)
-    return _replace(seen, clusters={**seen.clusters, name: status})
+def _log_bug(event: str, error: Exception, **context: str) -> None:
+    """A bug, said to be one: the user sees what broke; the traceback is there at debug."""
+    log.error(event, error=f"{type(error).__name__}: {error}",
+              hint="this is a bug in wavegate; please report it", **context)
+    log.debug(f"{event}.traceback", exc_info=error, **context)
 

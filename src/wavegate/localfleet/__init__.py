@@ -9,9 +9,9 @@ One agent process per cluster state folder plays node and deployment controller:
 - `pods`: the process runner (spawn, probe, restart, stop), reusable by a node agent;
 - `ingress`: the per-cluster reverse proxy;
 - `status`: the shape of the status files, as pure functions;
-- `files`: atomic JSON writes;
 - `agent`: the control loop and `python -m wavegate.localfleet.agent CLUSTER_DIR`;
 - `supervisor`: start, find and stop an agent from another process.
 
-Modules import only downward in that list (agent and supervisor on top). Standard library only.
+Modules import only downward in that list (agent and supervisor on top). Standard library only,
+plus `wavegate.filestore` for atomic JSON files.
 """

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
-from wavegate.localfleet import files, objects, pods, rolling, status
+from wavegate import filestore
+from wavegate.localfleet import objects, pods, rolling, status
 from wavegate.localfleet.config import AgentConfig, ConfigError, Layout
 from wavegate.localfleet.ingress import Ingress
 
@@ -307,13 +308,13 @@ class Agent:
             if self._written.get(key) != body:
                 self._write(key, body)
         for key in self._written.keys() - desired.keys():
-            files.remove(self._layout.status / f"{key}.json")
+            filestore.remove(self._layout.status / f"{key}.json")
             del self._written[key]
             self._parsed.pop(key, None)
 
     def _write(self, key: str, body: dict[str, Any]) -> None:
         try:
-            files.write_json(self._layout.status / f"{key}.json", body)
+            filestore.write_json(self._layout.status / f"{key}.json", body)
         except OSError as e:
             log.error("status/%s.json: cannot write: %s", key, e)
             return
@@ -376,13 +377,13 @@ def _serve(layout: Layout, config: AgentConfig) -> int:
     agent = Agent(layout, config, runner=runner, ingress=ingress)
     ingress.start()
     try:
-        files.write_json(layout.state, _state(ingress, config))
+        filestore.write_json(layout.state, _state(ingress, config))
         log.info("cluster %s: agent %d up, ingress %s", config.cluster, os.getpid(), ingress.url)
         agent.run(stop, wake)
     finally:
         agent.close()
         ingress.close()
-        files.remove(layout.state)
+        filestore.remove(layout.state)
         log.info("cluster %s: agent stopped", config.cluster)
     return 0
 

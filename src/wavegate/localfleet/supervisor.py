@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavegate.localfleet import files
+from wavegate import filestore
 from wavegate.localfleet.config import AgentConfig, ConfigError, Layout
 
 __all__ = ["AgentError", "AgentInfo", "is_running", "start", "stop"]
@@ -75,8 +75,8 @@ def start(
         return _same_config(layout, config, running)
     for folder in (layout.objects, layout.status, layout.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    files.write_json(layout.config, config.to_dict())
-    files.remove(layout.state)
+    filestore.write_json(layout.config, config.to_dict())
+    filestore.remove(layout.state)
     pid = _spawn(layout)
     return _wait_until_up(layout, pid, timeout)
 
@@ -100,7 +100,7 @@ def stop(cluster_dir: Path, timeout: float = 5.0) -> None:
             os.kill(info.pid, signal.SIGKILL)
             _wait_dead(info.pid, 2.0)
     _kill_leftover_pods(layout)
-    files.remove(layout.state)
+    filestore.remove(layout.state)
 
 
 # --- start -------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def _output_tail(layout: Layout, limit: int = 2000) -> str:
 
 def _read_state(layout: Layout) -> AgentInfo | None:
     try:
-        raw = files.read_json(layout.state)
+        raw = filestore.read_json(layout.state, missing_ok=True)
     except ValueError:
         return None
     if not isinstance(raw, dict) or not isinstance(raw.get("pid"), int):
@@ -235,7 +235,7 @@ def _kill_leftover_pods(layout: Layout) -> None:
     cannot stop them (PR_SET_PDEATHSIG normally does; this is the belt to its braces)."""
     for path in layout.status.glob("*.json"):
         try:
-            body = files.read_json(path)
+            body = filestore.read_json(path, missing_ok=True)
         except ValueError:
             continue
         for pod in body.get("pods", []) if isinstance(body, dict) else []:

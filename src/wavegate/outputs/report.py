@@ -6,16 +6,13 @@ and it is the JSON shape in docs/commands.md. Secrets are scrubbed on the way ou
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wavegate import redact
+from wavegate import filestore, redact
 from wavegate.decide import ledger
 
 RUNS_DIR = Path(".wavegate/runs")
@@ -95,12 +92,7 @@ class RunReport:
         return scrubbed
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A unique temporary per writer: several threads of one run report at once.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as output:
-            output.write(json.dumps(self.to_json(), indent=2) + "\n")
-        os.replace(temporary, path)
+        filestore.write_json(path, self.to_json())  # several threads of one run report at once
 
     def _notify(self) -> None:
         for listener in self._listeners:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from wavegate import filestore
 from wavegate.errors import SandboxError
 
 __all__ = ["Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "spawn", "up"]
@@ -551,9 +552,7 @@ def _probe(base: str, *, ca_file: Path | None = None, token: str = "") -> Callab
 
 
 def _save_state(layout: _Layout, state: _State) -> None:
-    partial = layout.state.with_suffix(".json.partial")
-    partial.write_text(json.dumps(state, indent=2) + "\n")
-    partial.replace(layout.state)
+    filestore.write_json(layout.state, state)
 
 
 def _load_state(layout: _Layout) -> _State:

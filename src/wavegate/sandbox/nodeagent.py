@@ -50,7 +50,8 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
-from wavegate.localfleet import files, objects, pods
+from wavegate import filestore
+from wavegate.localfleet import objects, pods
 from wavegate.localfleet.ingress import Ingress
 
 __all__ = [
@@ -851,14 +852,15 @@ def _serve(kubeconfig: Path, context: str, settings: Settings, ingress_port: int
         return 1
     state = settings.state_dir / "agent.json"
     try:
-        files.write_json(state, {"pid": os.getpid(), "ingress": ingress.url, "node": settings.node})
+        filestore.write_json(state, {"pid": os.getpid(), "ingress": ingress.url,
+                                     "node": settings.node})
         log.info("node %s: agent %d up, ingress %s", settings.node, os.getpid(), ingress.url)
         agent.run(stop, wake)
     finally:
         stop.set()
         agent.close()
         ingress.close()
-        files.remove(state)
+        filestore.remove(state)
         log.info("node %s: agent stopped", settings.node)
     return 0
 
