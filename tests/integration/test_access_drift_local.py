@@ -104,13 +104,13 @@ def ever_ran(fleet: LocalFleet, version: str) -> set[str]:
     return {r["cluster"] for r in fleet.history() if r["version"] == version}
 
 
-@pytest.mark.parametrize(("leak", "principal", "request", "shows"), [
+@pytest.mark.parametrize(("leak", "principal", "asked", "shows"), [
     ("list-only", "alice", "GET /api/spaces", "space-finance"),
     ("search", "bob", "GET /api/search?q=space", "space-eng"),
     ("bob-reads", "bob", "GET /api/spaces/{id}", "space-eng"),
 ])
 def test_a_leak_nobody_wrote_a_check_for_is_caught_by_access_drift_alone(
-        local_fleet: LocalFleet, tmp_path: Path, leak: str, principal: str, request: str,
+        local_fleet: LocalFleet, tmp_path: Path, leak: str, principal: str, asked: str,
         shows: str) -> None:
     folder = drift_only(local_fleet, "drift")
     code, first = deployed(local_fleet, folder, "1.0.0", tmp_path / "first.json",
@@ -125,7 +125,7 @@ def test_a_leak_nobody_wrote_a_check_for_is_caught_by_access_drift_alone(
     assert code == 1
     failed = [r for r in drift_results(report, "prod-0") if r["outcome"] == "fail"]
     assert any(r["severity"] == "security" and r["principal"] == principal
-               and r["request"] == request and shows in r["detail"] and "1.0.0" in r["detail"]
+               and r["request"] == asked and shows in r["detail"] and "1.0.0" in r["detail"]
                for r in failed), failed
     assert ever_ran(local_fleet, "1.1.0") == {"prod-0"}
     assert versions_on(local_fleet) == {"1.0.0"}

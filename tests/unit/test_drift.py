@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from wavegate.config import checks
-from wavegate.config.checks import Probe, Request, Seen, Unchanged
+from wavegate.config.checks import Probe, Request, Unchanged
 from wavegate.decide import drift
 from wavegate.decide.verdict import Outcome, Response, judge
 from wavegate.errors import InputError

@@ -4,8 +4,9 @@ The I/O half of `decide.drift`: it asks the live release the listings of the acc
 checks, then the reads of the ids they showed, and hands the answers to `drift.record`. A
 baseline that cannot be taken is treated like a round of checks: errors (5xx, timeouts) are
 tried again, `max_check_errors` times in all; a failure (a broken credential, a listing that
-cannot be read) is final. Either way the cluster fails before it is touched: a release judged
-against no baseline could leak unseen. It returns what it saw and writes no run state.
+cannot be read) is final. Either way `Unavailable` is raised and the cluster fails before it
+is touched: a release judged against no baseline could leak unseen. It returns what it saw and
+writes no run state.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ from wavegate.config.fleet import Policy
 from wavegate.decide import drift
 from wavegate.decide.verdict import Outcome, Response
 from wavegate.engine import probes
+from wavegate.errors import EXIT_ROLLED_BACK, WavegateError
 
 log = structlog.get_logger(__name__)
 RETRY_PAUSE = 1.0  # between tries that errored, capped by check_interval
 
 
+class Unavailable(WavegateError):
+    """No baseline could be taken: the cluster fails, as after a failed check."""
+
+    exit_code = EXIT_ROLLED_BACK
+
+
 def take(endpoint: str, drifts: tuple[AccessDrift, ...], tokens: Mapping[str, str | None], *,
          version: str, salt: str, policy: Policy, clock: Clock,
-         transport: httpx.BaseTransport | None = None) -> drift.Baseline | str:
-    """The baseline of the release `version` serving at `endpoint`, or why there is none."""
+         transport: httpx.BaseTransport | None = None) -> drift.Baseline:
+    """The baseline of the release `version` serving at `endpoint`."""
     problem = "not tried"
     for attempt in range(max(policy.max_check_errors, 1)):
         if attempt:
@@ -43,7 +51,8 @@ def take(endpoint: str, drifts: tuple[AccessDrift, ...], tokens: Mapping[str, st
                  attempt=attempt + 1)
         if final:
             break
-    return f"no access baseline could be taken from the live release {version}: {problem}"
+    raise Unavailable(f"no access baseline could be taken from the live release {version}: "
+                      f"{problem}")
 
 
 def _once(endpoint: str, drifts: tuple[AccessDrift, ...], tokens: Mapping[str, str | None], *,
