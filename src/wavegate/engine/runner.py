@@ -256,7 +256,7 @@ class Runner:
         else:
             taken = baselines.take(target.driver.endpoint(), drifts, target.tokens,
                                    version=live.version, salt=self._salt,
-                                   policy=self.fleet.policy, clock=self.clock)
+                                   deadline=self.fleet.policy.check_timeout)
         self.baselines[name] = taken
         self.report.keep_baseline(name, taken.to_json())
 
