@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e lint bench bench-kube sandbox clean
+.PHONY: demo test test-unit test-integration test-e2e lint bench bench-kube bench-scale sandbox clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/wavegate demo
 
 test: $(STAMP) sandbox
+	@bash scripts/install-browser.sh || { status=$$?; [ $$status -eq 3 ] && [ "$$CI" != "true" ] || exit $$status; }
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
@@ -39,6 +40,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The fleet-scale goals (docs/performance.md): 10, 100 and 1,000 simulated clusters, then probes.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --sweep 10,100,1000
+	$(BIN)/python bench/probes.py
 
 bench-kube: $(STAMP) sandbox
 	$(BIN)/python bench/kube.py

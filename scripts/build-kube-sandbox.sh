@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Build kube-apiserver and kube-controller-manager v1.20.2 for the kube sandbox.
 #
-# They come from Debian's own `kubernetes` source package (it vendors its Go modules, so the
-# build needs nothing beyond the Debian mirror) built with Debian's golang-go, the way its
+# They come from Debian 12's own `kubernetes` source package (it vendors its Go modules, so the
+# build needs nothing beyond the Debian mirror) built with Debian 12's Go 1.19, the way its
 # debian/rules builds them. Only the two binaries are kept, in $CACHE/bin, outside the repo.
+#
+# Both are named explicitly, so Debian 12 and 13 build the same thing: Debian 13's `kubernetes`
+# source is kubectl only (1.32), and its Go (1.24) is five releases past the one Debian built
+# this tree with, in GOPATH mode with vendored code that predates it. On a machine that
+# is not Debian 12, bookworm is added as an apt source pinned low (priority 100), so it only
+# supplies what exists nowhere else here (golang-1.19) and never replaces a package of the machine.
 #
 # Exit codes: 0 binaries ready, 3 cannot build on this machine (not Debian, or not root).
 set -euo pipefail
@@ -12,6 +18,9 @@ CACHE="${WAVEGATE_KUBE_CACHE:-$HOME/.cache/wavegate/kube-v1.20.2}"
 BIN="$CACHE/bin"
 BINARIES=(kube-apiserver kube-controller-manager)
 KUBE_VERSION="v1.20.2"
+KUBE_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"  # Debian 12's kubernetes source
+GO_PACKAGE="golang-1.19-go"  # the Go Debian 12 built that source with
+GO_BIN="/usr/lib/go-1.19/bin"
 
 log() { echo "build-kube-sandbox: $*" >&2; }
 
@@ -43,36 +52,51 @@ ensure_runtime_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# A deb-src twin of the machine's main Debian entry (deb822), so `apt-get source` uses the same
-# mirror and suites as the binary packages. Written as its own file: debian.sources is not ours.
-add_deb_src() {
-    local main=/etc/apt/sources.list.d/debian.sources src=/etc/apt/sources.list.d/wavegate-src.sources
-    [[ -f "$src" ]] && return 0
-    if [[ ! -f "$main" ]]; then
-        log "no $main (deb822); add a deb-src line by hand"; exit 1
+# The Debian mirror this machine already uses (deb822 or one-line sources), so the bookworm entry
+# goes through the same one; WAVEGATE_DEBIAN_MIRROR overrides it.
+debian_mirror() {
+    local uri
+    uri="$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        grep -oE '(https?|file):[^ ]*/debian/?( |$)' | head -n1 | tr -d ' ')" || true
+    echo "${WAVEGATE_DEBIAN_MIRROR:-${uri:-http://deb.debian.org/debian}}"
+}
+
+machine_suite() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
+
+archive_keyring() {
+    local key
+    for key in /usr/share/keyrings/debian-archive-keyring.pgp \
+               /usr/share/keyrings/debian-archive-keyring.gpg; do
+        [[ -f "$key" ]] && { echo "$key"; return 0; }
+    done
+    log "no Debian archive keyring in /usr/share/keyrings"; exit 1
+}
+
+# Our own apt entry for Debian 12 (the machine's sources are not ours to edit): deb-src for the
+# kubernetes source everywhere; elsewhere than bookworm also deb for golang-1.19, pinned low.
+add_bookworm_sources() {
+    local list=/etc/apt/sources.list.d/wavegate-src.sources
+    local pin=/etc/apt/preferences.d/wavegate-bookworm types="deb-src"
+    if [[ "$(machine_suite)" != bookworm ]]; then
+        types="deb deb-src"
+        printf 'Package: *\nPin: release n=bookworm\nPin-Priority: 100\n' >"$pin"
     fi
-    # Copy the stanza of the main archive (URIs ending in /debian, not debian-security).
-    awk 'BEGIN{RS=""; FS="\n"} /(^|\n)URIs:[^\n]*\/debian\/?(\n| |$)/ && !done {
-            done = 1
-            for (i = 1; i <= NF; i++) {
-                if ($i ~ /^Types:/) print "Types: deb-src"
-                else if ($i !~ /^#/) print $i
-            }
-        }' "$main" >"$src"
-    log "added $src"
+    printf 'Types: %s\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: %s\n' \
+        "$types" "$(debian_mirror)" "$(archive_keyring)" >"$list"
+    log "wrote $list ($types, bookworm)"
 }
 
 install_build_deps() {
-    add_deb_src
+    add_bookworm_sources
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        golang-go etcd-server rsync jq dpkg-dev >/dev/null
+        "$GO_PACKAGE" etcd-server rsync jq dpkg-dev make >/dev/null
 }
 
 fetch_source() {
     rm -rf "$CACHE/src"
     mkdir -p "$CACHE/src"
-    (cd "$CACHE/src" && apt-get source -qq kubernetes >/dev/null)
+    (cd "$CACHE/src" && apt-get source -qq "kubernetes=$KUBE_SOURCE_VERSION" >/dev/null)
     find "$CACHE/src" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n1
 }
 
@@ -84,7 +108,7 @@ build() {
     local tree="$1"
     mkdir -p "$tree/.go/src/k8s.io"
     [[ -L "$tree/.go/src/k8s.io/kubernetes" ]] || ln -s ../../.. "$tree/.go/src/k8s.io/kubernetes"
-    (cd "$tree" && GOPATH="$tree/.go" GOCACHE="$CACHE/src/gocache" CGO_ENABLED=0 \
+    (cd "$tree" && PATH="$GO_BIN:$PATH" GOPATH="$tree/.go" GOCACHE="$CACHE/src/gocache" CGO_ENABLED=0 \
         KUBE_GIT_TREE_STATE=clean KUBE_GIT_VERSION="$KUBE_VERSION" \
         make WHAT="cmd/kube-apiserver cmd/kube-controller-manager")
 }

@@ -24,6 +24,7 @@ from wavegate.commands import (
     history,
     plan,
     promote,
+    report,
     resume,
     rollback,
     status,
@@ -34,6 +35,7 @@ from wavegate.outputs import logs
 COMMANDS: tuple[click.Command, ...] = (
     plan.plan, deploy.deploy, resume.resume, promote.promote, abort.abort, rollback.rollback,
     status.status, history.history, check.check, fleet.fleet, completion.completion, demo.demo,
+    report.report,
 )
 
 

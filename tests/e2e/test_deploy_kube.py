@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import run_reaches, sandbox_binaries
-from wavegate.config.fleet import load
 from wavegate.sandbox import kubefleet
 
 pytestmark = pytest.mark.e2e
@@ -107,8 +106,12 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeFleet]:
     (root / "source.yaml").write_text(yaml.safe_dump(source))
     os.environ.update(TOKENS)  # the sandbox stores them in each cluster's Secret
     env = {**os.environ, **TOKENS, "PYTHONPATH": str(REPO / "src")}
-    kubefleet.up(load(root / "source.yaml"), root / "sandbox",
-                 rbac=REPO / "manifests" / "rbac" / "deployer.yaml")
+    # Started as a user would, from a folder of their own with no manifests/ in it: the
+    # deployer's role must come with wavegate, or every deploy below exits 3 "forbidden".
+    started = subprocess.run(
+        [sys.executable, "-m", "wavegate", "fleet", "up", "--kube", "-f", "source.yaml",
+         "--dir", "sandbox"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-3000:]
     fleet = KubeFleet(root / "sandbox", env)
     yield fleet
     kubefleet.down(root / "sandbox")

@@ -15,7 +15,7 @@ import pytest
 from wavegate.config import checks
 from wavegate.config.checks import Probe, Request, Unchanged
 from wavegate.decide import drift
-from wavegate.decide.verdict import Outcome, Response, judge
+from wavegate.decide.verdict import Outcome, Response, expected, judge
 from wavegate.errors import InputError
 
 FILE = Path("/apps/library/checks.yaml")
@@ -253,3 +253,10 @@ def test_probes_per_principal_and_request() -> None:
     base = baseline()
     probes = drift.round_probes(base)
     assert len(probes) == 3 * 2 + 3 * 3
+
+
+def test_reports_say_what_a_passing_answer_would_have_been() -> None:
+    base = baseline()
+    said = {expected(p) for p in drift.round_probes(base)}
+    assert "served, no id at $.spaces[*].id that 1.0.0 did not show" in said
+    assert "refused, as 1.0.0 did" in said and "served, as 1.0.0 did" in said

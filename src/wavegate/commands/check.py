@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from wavegate.clock import SystemClock
+from wavegate.commands import report as pages
 from wavegate.commands.common import ended, fleet_option, live_table, load_fleet, output_option
+from wavegate.commands.report import html_option
 from wavegate.config import durations
 from wavegate.engine import live_checks as livecheck
 from wavegate.engine import session
@@ -24,9 +26,11 @@ from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
               help="On a failed check, roll the release back on every cluster.")
 @fleet_option
 @output_option
+@html_option
 @click.pass_context
 def check(context: click.Context, app_name: str, clusters: tuple[str, ...], every: str | None,
-          rollback_on_fail: bool, fleet_path: Path | None, output: str) -> int:
+          rollback_on_fail: bool, fleet_path: Path | None, output: str,
+          html_path: Path | None) -> int:
     """Run the live release's checks: once, or continuously with --every."""
     fleet = load_fleet(fleet_path)
     names = session.select_clusters(fleet, clusters)
@@ -34,17 +38,19 @@ def check(context: click.Context, app_name: str, clusters: tuple[str, ...], ever
     folder = livecheck.app_folder(app_name)
     app = folder.name if folder else Path(app_name).name
     live = session.connect(session.drivers_for(fleet, names))
+    page = pages.CheckPage(html_path, app=app, fleet=fleet, names=names)
     code = EXIT_OK
     for rows in livecheck.rounds(app, live, fleet.policy, folder, every=interval):
         _print_checks(rows, output)
+        page.record(rows)
         failed = [row for row in rows if row["outcome"] == "fail"]
         if failed and rollback_on_fail:
             report = livecheck.roll_back(fleet, app, failed, by=session.actor(),
                                          clock=SystemClock(), watch=live_table(context))
             code = ended(report)
-            return EXIT_ROLLED_BACK if code == EXIT_OK else code
+            return page.rolled_back(report, EXIT_ROLLED_BACK if code == EXIT_OK else code)
         code = 1 if any(row["outcome"] in ("fail", "error") for row in rows) else EXIT_OK
-    return code
+    return page.finish(code)
 
 
 def _interval(every: str | None) -> float | None:

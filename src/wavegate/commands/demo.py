@@ -1,7 +1,8 @@
 """`wavegate demo`: the incident in README.md, replayed, and this time stopped at the canary.
 
 It runs on a private copy of the local fleet (its own state folder), so it neither reads nor
-disturbs a fleet you brought up yourself, and it leaves no process running.
+disturbs a fleet you brought up yourself, and it leaves no process running. The fleet and the
+app are the ones that ship with wavegate, so it works from any folder and from a bare wheel.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import click
 from rich.console import Console
 
 from wavegate.clock import SystemClock
+from wavegate.commands import report as pages
 from wavegate.config import app as apps
+from wavegate.config import bundled
 from wavegate.config.fleet import Fleet
 from wavegate.config.fleet import load as load_fleet
 from wavegate.engine import deploy, status
@@ -37,12 +40,13 @@ TOKEN_VARIABLES = ("LIBRARY_TOKEN_ALICE", "LIBRARY_TOKEN_BOB", "LIBRARY_TOKEN_CA
 Echo = Callable[[str], None]
 
 
-def run(*, echo: Echo, keep: bool = False, fleet_file: Path = Path("clusters/local.yaml"),
-        app_folder: Path = Path("manifests/library-app")) -> int:
+def run(*, echo: Echo, keep: bool = False, fleet_file: Path | None = None,
+        app_folder: Path | None = None) -> int:
     """0 when the safety net held: 2.0.0 stopped on prod-0, rolled back, nowhere else."""
+    fleet_file = fleet_file or bundled.local_fleet()
+    app_folder = app_folder or bundled.app_folder("library-app")
     if not fleet_file.is_file() or not app_folder.is_dir():
-        raise InputError("run the demo from the wavegate checkout (it reads "
-                         f"{fleet_file} and {app_folder})")
+        raise InputError(f"the demo needs {fleet_file} and {app_folder}; reinstall wavegate")
     _ensure_tokens()
     with tempfile.TemporaryDirectory(prefix="wavegate-demo-") as state:
         fleet = _private_fleet(load_fleet(fleet_file), Path(state))
@@ -69,6 +73,8 @@ def _story(fleet: Fleet, app: apps.App, echo: Echo) -> int:
     echo(f"\n2. Deploy {BAD}: the change that dropped the Space member filter.")
     bad = _deploy(fleet, app, BAD)
     code = _verdict(fleet, app.name, bad, echo)
+    echo(f"\nThe run's page (timeline, the failing check, every cluster): "
+         f"{pages.demo_page(bad)}")
     if code != EXIT_OK:
         return code
     echo(f"\n4. Deploy {SEARCH_LEAK}: search skips the member filter; lists and reads are "

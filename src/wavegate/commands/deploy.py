@@ -8,6 +8,7 @@ import click
 
 from wavegate.clock import SystemClock
 from wavegate.commands.common import ended, fleet_option, live_table
+from wavegate.commands.report import html_option
 from wavegate.engine import deploy as deploys
 from wavegate.engine import session
 
@@ -23,6 +24,7 @@ from wavegate.engine import session
               help="Write the run report (JSON) here, whatever the outcome.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path),
               help="Write a JUnit XML file (one testcase per cluster and check).")
+@html_option
 @click.option("--ignore-windows", is_flag=True, help="Deploy outside the deploy windows.")
 @click.option("--reason", help="Why the windows are ignored (required with --ignore-windows).")
 @click.option("--force-conflicts", is_flag=True,
@@ -30,10 +32,10 @@ from wavegate.engine import session
 @click.pass_context
 def deploy(context: click.Context, app_name: str, version: str, fleet_path: Path | None,
            overrides: tuple[str, ...], auto_approve: bool, dry_run: bool,
-           report_path: Path | None, junit_path: Path | None, ignore_windows: bool,
-           reason: str | None, force_conflicts: bool) -> int:
+           report_path: Path | None, junit_path: Path | None, html_path: Path | None,
+           ignore_windows: bool, reason: str | None, force_conflicts: bool) -> int:
     """Roll APP out at VERSION, wave by wave, checking after every cluster."""
-    outputs = session.Outputs(report=report_path, junit=junit_path)
+    outputs = session.Outputs(report=report_path, junit=junit_path, html=html_path)
     begin = deploys.start(app_name, version, fleet_file=fleet_path, overrides=overrides,
                           auto_approve=auto_approve, ignore_windows=ignore_windows,
                           reason=reason, outputs=outputs, force_conflicts=force_conflicts)

@@ -9,6 +9,7 @@ import click
 
 from wavegate.commands.common import fleet_option, load_fleet, output_option
 from wavegate.engine import local_fleet as fleetctl
+from wavegate.errors import InputError
 
 kube_option = click.option("--kube", is_flag=True,
                            help="Real Kubernetes control planes (the kube sandbox) instead.")
@@ -26,12 +27,16 @@ def fleet() -> None:
 @fleet_option
 @kube_option
 @dir_option
-def up(fleet_path: Path | None, kube: bool, sandbox_dir: Path) -> int:
+@click.option("--rbac", "rbac", type=click.Path(path_type=Path), default=None,
+              help="With --kube: the deployer's RBAC file (default: the role wavegate ships).")
+def up(fleet_path: Path | None, kube: bool, sandbox_dir: Path, rbac: Path | None) -> int:
     """Start the fleet's clusters in the background; print their endpoints."""
+    if rbac is not None and not kube:
+        raise InputError("--rbac is for the kube sandbox: add --kube")
     if kube:
         from wavegate.sandbox import kubefleet  # the kubernetes client only when asked
 
-        endpoints = kubefleet.up(load_fleet(fleet_path), sandbox_dir)
+        endpoints = kubefleet.up(load_fleet(fleet_path), sandbox_dir, rbac=rbac)
         for name, endpoint in endpoints.items():
             click.echo(f"{name:<10} {endpoint}")
         click.echo(f"kubeconfig: {sandbox_dir / 'kubeconfig'}\n"

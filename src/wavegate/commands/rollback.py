@@ -8,6 +8,7 @@ import click
 
 from wavegate.clock import SystemClock
 from wavegate.commands.common import ended, fleet_option, live_table, load_fleet
+from wavegate.commands.report import html_option
 from wavegate.engine import rollback as rollbacks
 from wavegate.engine import session
 from wavegate.errors import InputError
@@ -21,10 +22,11 @@ from wavegate.errors import InputError
 @click.option("--reason", default="emergency rollback", help="Why, for the ledger.")
 @fleet_option
 @click.option("--report", "report_path", type=click.Path(path_type=Path))
+@html_option
 @click.pass_context
 def rollback(context: click.Context, app_name: str, all_clusters: bool,
              clusters: tuple[str, ...], to_version: str | None, reason: str,
-             fleet_path: Path | None, report_path: Path | None) -> int:
+             fleet_path: Path | None, report_path: Path | None, html_path: Path | None) -> int:
     """Emergency: every chosen cluster back to its last verified release, in parallel."""
     if all_clusters == bool(clusters):
         raise InputError("give either --all or one or more -c CLUSTER")
@@ -33,5 +35,5 @@ def rollback(context: click.Context, app_name: str, all_clusters: bool,
     report = rollbacks.emergency(
         fleet, app, session.select_clusters(fleet, clusters), to_version=to_version,
         reason=reason, by=session.actor(), clock=SystemClock(),
-        outputs=session.Outputs(report=report_path), watch=live_table(context))
+        outputs=session.Outputs(report=report_path, html=html_path), watch=live_table(context))
     return ended(report)

@@ -7,20 +7,29 @@ from pathlib import Path
 
 import click
 
-from wavegate.commands.common import fleet_option, load_fleet, output_option
+from wavegate.commands import report as pages
+from wavegate.commands.common import fleet_option, load_fleet
 from wavegate.engine import session
 from wavegate.engine import status as statuses
+from wavegate.errors import InputError
 
 
 @click.command()
 @click.argument("app_name", metavar="APP", default="library-app")
+@click.argument("html_path", metavar="[FILE]", required=False, type=click.Path(path_type=Path))
 @fleet_option
-@output_option
-def status(app_name: str, fleet_path: Path | None, output: str) -> int:
-    """Per cluster: live version, last-known-good, lock."""
+@click.option("-o", "--output", type=click.Choice(["table", "json", "html"]), default="table",
+              show_default=True, help="html: write the fleet's page to FILE.")
+def status(app_name: str, html_path: Path | None, fleet_path: Path | None, output: str) -> int:
+    """Per cluster: live version, last-known-good, lock (-o html FILE: a page, with history)."""
     fleet = load_fleet(fleet_path)
-    result = statuses.status(Path(app_name).name,
-                             session.drivers_for(fleet, [c.name for c in fleet.clusters]))
+    drivers = session.drivers_for(fleet, [c.name for c in fleet.clusters])
+    if output == "html" or html_path is not None:
+        if output != "html":
+            raise InputError(f"unexpected argument {html_path} (a FILE goes with -o html)")
+        click.echo(pages.status_page(Path(app_name).name, drivers, fleet=fleet, path=html_path))
+        return 0
+    result = statuses.status(Path(app_name).name, drivers)
     if output == "json":
         click.echo(json.dumps(result, indent=2))
         return 0

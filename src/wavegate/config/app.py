@@ -2,11 +2,13 @@
 
 `App.render` fills the templates for one cluster and version and returns a `Release`: the exact
 objects a driver applies and a ledger stores. Rendering is pure and fails as an `InputError`
-before any cluster is touched.
+before any cluster is touched. A checks file rendered to the same text for many clusters (the
+usual case: it depends on the version only) is parsed once (`load_checks`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,8 +103,15 @@ class App:
         checks_file = self.path / CHECKS_FILE
         variables = self.variables(cluster, version, overrides or {})
         rendered = templates.render_yaml(self.checks_source, variables, file=checks_file)
-        checks.load(rendered, checks_file)
+        load_checks(rendered, checks_file)
         return rendered
+
+
+@functools.lru_cache(maxsize=32)
+def load_checks(text: str, file: Path) -> checks.Suite:
+    """A rendered checks file as a `Suite`, parsed once per distinct text (Suites are never
+    changed once built, so every cluster of a fleet may share one)."""
+    return checks.load(text, file)
 
 
 def resolve(name_or_path: str) -> App:

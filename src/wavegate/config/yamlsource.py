@@ -8,7 +8,12 @@ Every file is read as if it were hostile, because fleet files and apps come from
 a file over `MAX_BYTES` is refused before it is parsed, and aliases may not expand a document
 beyond `MAX_EXPANSION` times its own size (an alias bomb such as "billion laughs" is refused in
 milliseconds instead of hanging whatever walks the result); an alias to itself and nesting too
-deep to walk are refused too.
+deep to walk (over `MAX_DEPTH` levels) are refused too.
+
+Files are composed by libyaml (PyYAML's C loader) when it is present: its nodes keep their
+lines, so the line map costs nothing extra, and the data is built from those same nodes instead
+of parsing the text a second time. Whatever libyaml refuses is parsed again by the pure-Python
+loader, so every error reads exactly as it always has.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ FieldPath = tuple[str | int, ...]
 T = TypeVar("T")
 MAX_BYTES = 10 * 1024 * 1024
 MAX_EXPANSION = 10  # nodes after alias expansion, per node written
+MAX_DEPTH = 400  # nesting levels; what the pure-Python loader could walk, made explicit
 _EXPANSION_FLOOR = 1000  # a small file may use a few anchors freely
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)  # None where libyaml is not installed
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,19 @@ def read_text(path: Path) -> str:
 
 
 def parse(text: str, path: Path) -> tuple[Any, Source]:
+    fast = _fast_documents(text, path)
+    if fast is not None and len(fast) <= 1:
+        return fast[0] if fast else (None, Source(path))
     nodes = compose_all(text, path)
     data = _construct(lambda: yaml.safe_load(text), path)  # refuses a second document
-    node = nodes[0] if nodes else None
+    return data, _lines(nodes[0] if nodes else None, path)
+
+
+def _lines(node: yaml.Node | None, path: Path) -> Source:
     source = Source(path)
     if node is not None:
-        _record_lines(node, (), source)
-    return data, source
+        _construct(lambda: _record_lines(node, (), source), path)  # as deep as libyaml allows
+    return source
 
 
 def compose_all(text: str, path: Path) -> list[yaml.Node]:
@@ -87,29 +100,53 @@ def compose_all(text: str, path: Path) -> list[yaml.Node]:
     if len(text) > MAX_BYTES:
         raise InputError(f"text is over {MAX_BYTES // 2**20} MiB; refused", file=path)
     nodes = _construct(lambda: list(yaml.compose_all(text, Loader=yaml.SafeLoader)), path)
+    _construct(lambda: _vet(nodes, path), path)
+    return nodes
+
+
+def _vet(nodes: list[yaml.Node], path: Path, *, aliases: bool = True) -> None:
+    """Refuse aliases that expand the documents far beyond what is written."""
+    if not aliases:
+        return
     seen: set[int] = set()
-    written = _construct(lambda: sum(_count(node, seen) for node in nodes), path)
+    written = sum(_count(node, seen) for node in nodes)
     budget = max(_EXPANSION_FLOOR, MAX_EXPANSION * written)
     sizes: dict[int, int] = {}
-    expanded = _construct(
-        lambda: sum(_expanded(node, sizes, set(), budget, path) for node in nodes), path)
+    expanded = sum(_expanded(node, sizes, set(), budget, path) for node in nodes)
     if expanded > budget:
         raise InputError(f"YAML aliases expand this file to over {budget} nodes from {written} "
                          "written; refused (an alias bomb?)", file=path)
-    return nodes
 
 
 def parse_all(text: str, path: Path) -> list[tuple[Any, Source]]:
     """Every document of a multi-document file (manifest templates)."""
+    fast = _fast_documents(text, path)
+    if fast is not None:
+        return fast
     nodes = compose_all(text, path)
     documents = _construct(lambda: list(yaml.safe_load_all(text)), path)
-    result = []
-    for node, data in zip(nodes, documents, strict=True):
-        source = Source(path)
-        if node is not None:
-            _record_lines(node, (), source)
-        result.append((data, source))
-    return result
+    return [(data, _lines(node, path)) for node, data in zip(nodes, documents, strict=True)]
+
+
+def _fast_documents(text: str, path: Path) -> list[tuple[Any, Source]] | None:
+    """Each document's data and line map from one pass of libyaml, vetted like `compose_all`;
+    None when libyaml is missing or finds any problem (the pure-Python loader then says what)."""
+    if _FAST_LOADER is None or len(text) > MAX_BYTES:
+        return None
+    loader = _FAST_LOADER(text)
+    try:
+        nodes = []
+        while loader.check_node():
+            nodes.append(loader.get_node())
+        _vet(nodes, path, aliases="*" in text)  # an alias is written `*name`
+        # Lines first: building the data rewrites merge keys (`<<`) inside the nodes.
+        sources = [_lines(node, path) for node in nodes]
+        return [(loader.construct_document(node), source)
+                for node, source in zip(nodes, sources, strict=True)]
+    except (yaml.YAMLError, RecursionError, InputError):
+        return None
+    finally:
+        loader.dispose()
 
 
 def _construct(build: Callable[[], T], path: Path) -> T:
@@ -167,6 +204,9 @@ def _syntax_error(error: yaml.YAMLError, path: Path) -> InputError:
 
 def _record_lines(node: yaml.Node, path: FieldPath, source: Source) -> None:
     """Note each field's line; a key written twice is an error (YAML would keep the last)."""
+    if len(path) > MAX_DEPTH:
+        raise InputError("YAML nested too deeply to read", file=source.file,
+                         line=node.start_mark.line + 1)
     source.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()

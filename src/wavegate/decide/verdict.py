@@ -241,3 +241,35 @@ def _fail(probe: Probe, detail: str, *, severity: str, status: int) -> Verdict:
 def _error(probe: Probe, detail: str, *, retryable: bool = False,
            status: int | None = None) -> Verdict:
     return Verdict(Outcome.ERROR, probe.severity, detail, retryable=retryable, status=status)
+
+
+def expected(probe: Probe) -> str:
+    """What a passing answer looks like, in words, for reports that show evidence."""
+    expectation = probe.expectation
+    if isinstance(expectation, Allowed):
+        return f"2xx showing {expectation.marker!r}"
+    if isinstance(expectation, Denied):
+        return f"a denial ({'/'.join(map(str, DENIAL_STATUSES))}) without {expectation.marker!r}"
+    if isinstance(expectation, Unchanged):
+        return _expected_unchanged(expectation)
+    parts = ["/".join(str(code) for code in expectation.status)]
+    parts += [f"{key} = {value!r}" for key, value in expectation.json.items()]
+    ids = expectation.json_ids
+    if ids is not None and ids.subset_of is not None:
+        parts.append(f"ids at {ids.path} within [{', '.join(ids.subset_of)}]")
+    elif ids is not None and ids.equals is not None:
+        parts.append(f"ids at {ids.path} exactly [{', '.join(ids.equals)}]")
+    return ", ".join(parts)
+
+
+def _expected_unchanged(expectation: Unchanged) -> str:
+    before = expectation.before
+    if before is None:
+        return "an answer that can be read (no baseline to compare with)"
+    was = expectation.version or "the release before"
+    if expectation.ids is None:
+        return f"{'served' if before.served else 'refused'}, as {was} did"
+    if not before.served:
+        return f"refused, or no id at {expectation.ids}, as {was} did"
+    grants = f" (or {', '.join(sorted(expectation.allow_new))})" if expectation.allow_new else ""
+    return f"served, no id at {expectation.ids} that {was} did not show{grants}"

@@ -18,8 +18,8 @@ from typing import Any
 
 from wavegate import drivers
 from wavegate.clock import Clock
-from wavegate.config import checks, endpoints, local_secrets, windows
-from wavegate.config.app import CHECKS_FILE, App, parse_overrides
+from wavegate.config import endpoints, local_secrets, windows
+from wavegate.config.app import CHECKS_FILE, App, load_checks, parse_overrides
 from wavegate.config.app import resolve as resolve_app
 from wavegate.config.fleet import Fleet, resolve_path
 from wavegate.config.fleet import load as load_fleet
@@ -61,13 +61,16 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], 
     if fleet.local is not None and any(c.driver == "local" for c in fleet.clusters):
         local_secrets.objects(fleet.local, "check", fleet_file=fleet.path)  # all variables set
     targets = {}
+    tokens: dict[str, Mapping[str, str | None]] = {}  # per distinct checks text: read once
     for cluster in fleet.clusters:
         release = app.render(cluster, version, overrides)
-        suite = checks.load(release.checks, app.path / CHECKS_FILE)
+        suite = load_checks(release.checks, app.path / CHECKS_FILE)
         endpoints.refuse_tokens_in_clear(suite, cluster)
+        if release.checks not in tokens:
+            tokens[release.checks] = credentials.resolve(suite)
         driver = live[cluster.name] if live else drivers.for_cluster(fleet, cluster)
         targets[cluster.name] = Target(driver=driver, release=release, suite=suite,
-                                       tokens=credentials.resolve(suite))
+                                       tokens=tokens[release.checks])
     return Prepared(targets, tuple(notify.resolve_urls(fleet)), connected=live is not None)
 
 
@@ -163,7 +166,8 @@ def _bad_input_report(outputs: Outputs, run_id: str, app: str, version: str,
 
 
 def new_report(fleet: Fleet, app: App, version: str, run_id: str) -> RunReport:
-    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy")
+    report = RunReport(run_id=run_id, app=app.name, version=version, command="deploy",
+                       fleet=fleet.name)
     for wave in fleet.waves:
         for name in wave.clusters:
             report.add_cluster(name, wave.name, to_version=version)
@@ -186,6 +190,7 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
         report: RunReport, options: Options | None = None) -> int:
     """The exit code of the run; the report holds the story."""
     targets = prepared.targets
+    report.by = report.by or by
     live = {name: target.driver for name, target in targets.items()}
     if not prepared.connected:
         connect(live)

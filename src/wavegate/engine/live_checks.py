@@ -82,4 +82,5 @@ def roll_back(fleet: Fleet, app: str, failed: list[dict[str, Any]], *, by: str, 
     reason = "; ".join(f"{row['cluster']}: {row['detail']}" for row in failed)
     return rollback.emergency(fleet, app, [cluster.name for cluster in fleet.clusters],
                               to_version=None, reason=f"check failed: {reason}", by=by,
-                              clock=clock, watch=watch)
+                              clock=clock, watch=watch,
+                              failed_checks={row["cluster"]: str(row["detail"]) for row in failed})

@@ -27,15 +27,21 @@ DRAIN_SECONDS = 5.0
 _DONE = object()
 
 
-def resolve_urls(fleet: Fleet, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Every webhook's URL from its variable; an unset one is an input error."""
+def resolve_urls(fleet: Fleet, environ: Mapping[str, str] | None = None, *,
+                 skip_unset: bool = False) -> list[str]:
+    """Every webhook's URL from its variable; an unset one is an input error, or, with
+    SKIP_UNSET (rollbacks: nothing may hold up an emergency), skipped with a warning."""
     env = os.environ if environ is None else environ
     urls = []
     for hook in fleet.webhooks:
         url = env.get(hook.url_env)
         if not url:
-            raise InputError(f"variable {hook.url_env} is not set", file=fleet.path,
-                             field="notify.webhooks.url_env")
+            error = InputError(f"variable {hook.url_env} is not set", file=fleet.path,
+                               field="notify.webhooks.url_env")
+            if not skip_unset:
+                raise error
+            log.warning("notify.skipped", detail=str(error))
+            continue
         redact.register(url)
         urls.append(url)
     return urls

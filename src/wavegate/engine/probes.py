@@ -5,6 +5,9 @@ This is the I/O around `verdict.judge`: it sends each probe, retries only what i
 retrying the moment any probe fails, since a failure is acted on at once. Tokens go in the
 Authorization header and nowhere else. It returns a `Round` and knows nothing of run states:
 whether a round fails a cluster, and when the next one is due, is `rollout`'s to say.
+A run keeps one HTTP client per cluster (`Clients`), so
+its rounds reuse the connections (keep-alive) the previous ones opened; a round sends at most
+`PARALLEL_PROBES` probes at a time to its cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tenacity
 
 from wavegate.config.checks import Probe, Suite
 from wavegate.decide import drift, ledger
-from wavegate.decide.verdict import Outcome, Verdict, judge
+from wavegate.decide.verdict import Outcome, Verdict, expected, judge
 from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
@@ -43,7 +46,7 @@ class Result:
         return {"name": self.probe.check, "principal": principal,
                 "request": str(self.probe.request), "outcome": self.verdict.outcome.value,
                 "severity": self.verdict.severity, "detail": self.verdict.detail,
-                "status": self.verdict.status}
+                "status": self.verdict.status, "expected": expected(self.probe)}
 
 
 @dataclass(frozen=True)
@@ -65,33 +68,65 @@ class Round:
         return next((r for r in self.results if r.verdict.outcome is outcome), None)
 
 
+class Clients:
+    """One keep-alive HTTP client per endpoint, for as long as a run lasts; `close` ends them."""
+
+    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+        self._transport = transport
+        self._clients: dict[str, httpx.Client] = {}
+        self._guard = threading.Lock()
+
+    def get(self, endpoint: str) -> httpx.Client:
+        with self._guard:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = new_client(endpoint, self._transport)
+            return self._clients[endpoint]
+
+    def close(self) -> None:
+        with self._guard:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+def new_client(endpoint: str, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    # As many connections as probes in flight, all kept open between rounds.
+    limits = httpx.Limits(max_connections=PARALLEL_PROBES,
+                          max_keepalive_connections=PARALLEL_PROBES)
+    return httpx.Client(base_url=endpoint, timeout=REQUEST_TIMEOUT, transport=transport,
+                        follow_redirects=False, limits=limits)
+
+
 def run_round(
     endpoint: str, suite: Suite, tokens: Mapping[str, str | None], *, deadline: float,
     baseline: drift.Baseline | None = None, transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] | None = None,
+    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
 ) -> Round:
     """Send every probe of `suite` to `endpoint`; retries end at `deadline` seconds. Its
-    access_drift checks are judged against `baseline` (those it was taken for, if given)."""
+    access_drift checks are judged against `baseline` (those it was taken for, if given).
+    `client` (from `Clients`) reuses a run's connections; without one the round opens its own."""
     extra = drift.round_probes(baseline) if baseline else drift.unbaselined(suite.drifts)
     return send_all(endpoint, suite.probes + extra, tokens, deadline=deadline,
-                    transport=transport, sleep=sleep)
+                    transport=transport, sleep=sleep, client=client)
 
 
 def send_all(
     endpoint: str, probes: tuple[Probe, ...], tokens: Mapping[str, str | None], *,
     deadline: float, transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] | None = None,
+    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
 ) -> Round:
     """Send `probes` in parallel, each retried while its verdict is retryable."""
+    if client is None:
+        with new_client(endpoint, transport) as own:
+            return send_all(endpoint, probes, tokens, deadline=deadline, sleep=sleep,
+                            client=own)
     failed = threading.Event()
-    with httpx.Client(base_url=endpoint, timeout=REQUEST_TIMEOUT, transport=transport,
-                      follow_redirects=False) as client:
-        def probe_once(probe: Probe) -> Result:
-            return _probe_with_retries(client, probe, tokens, deadline, failed, sleep)
 
-        with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
-            results = tuple(pool.map(probe_once, probes))
-    return Round(results)
+    def probe_once(probe: Probe) -> Result:
+        return _probe_with_retries(client, probe, tokens, deadline, failed, sleep)
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_PROBES, len(probes) or 1)) as pool:
+        return Round(tuple(pool.map(probe_once, probes)))
 
 
 def _probe_with_retries(

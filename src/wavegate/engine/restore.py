@@ -37,6 +37,7 @@ class Restored:
     version: str | None
     detail: str
     checks: list[dict[str, object]]
+    revision: int | None = None  # the ledger revision the rollback wrote, if it got that far
 
 
 def restore(
@@ -98,13 +99,14 @@ def _restore(
                   checks=probes.counts(last), reason=reason)
     if failed:
         return Restored(False, target.version, f"{target.version} failed its own checks: "
-                                               f"{status.reason}", results)
+                                               f"{status.reason}", results, record.revision)
     # open_revision supersedes an unfinished record: that one is read again before its update.
     known = _as_read(replacing, records)
     unfinished = known is not None and known.status in (Status.APPLYING, Status.INTERRUPTED)
     _retire(driver, app, replacing, run_id, reason, known=None if unfinished else known)
     return Restored(True, target.version, f"back on {target.version} "
-                                          f"(revision {record.revision})", results)
+                                          f"(revision {record.revision})", results,
+                    record.revision)
 
 
 def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
@@ -123,7 +125,8 @@ def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
     _retire(driver, release.app, replacing, run_id, reason, known=None)
     return Restored(True, target.version, f"back on the objects adopted before the first "
                                           f"release (revision {record.revision}, not checked: "
-                                          "they have no checks of their own)", [])
+                                          "they have no checks of their own)", [],
+                    record.revision)
 
 
 def _as_read(replacing: Record | None, records: Sequence[Record]) -> Record | None:

@@ -56,6 +56,9 @@ EXIT_CODES = {Ending.SUCCEEDED: EXIT_OK, Ending.ROLLED_BACK: EXIT_ROLLED_BACK,
               Ending.PREEMPTED: EXIT_LOCKED, Ending.PAUSED: EXIT_PAUSED,
               Ending.ABORTED: EXIT_ROLLED_BACK}
 _POLL = 0.2  # how often a waiting loop looks at the stop flag
+# Worker threads of a run: a wave's max_parallel, never one per cluster of a large fleet (each
+# worker's check round runs its own few probe threads).
+MAX_WORKERS = 128
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,14 @@ class Runner:
         self._guard = threading.Lock()
         self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
+        self._clients = probes.Clients()  # one keep-alive client per cluster for the run
         self._salt = secrets.token_hex(16)  # fingerprints this run's access baselines
         self.baselines = {name: drift.Baseline.from_json(data, targets[name].suite.drifts)
                           for name, data in self.options.baselines.items() if name in targets}
+
+    def _pool_size(self) -> int:
+        widest = max((wave.max_parallel for wave in self.fleet.waves), default=1)
+        return max(1, min(len(self.targets), widest, MAX_WORKERS))
 
     def stop(self, why: Ending) -> None:
         """Ask the run to stop at its next safe point (signal handlers, lost locks)."""
@@ -112,12 +120,14 @@ class Runner:
         self.notifier.send("run.started", f"rolling out to {len(self.targets)} clusters in "
                            f"{len(self.fleet.waves)} waves")
         try:
-            with ThreadPoolExecutor(max_workers=max(len(self.targets), 1)) as pool:
+            with ThreadPoolExecutor(max_workers=self._pool_size()) as pool:
                 ending = self._loop(pool)
         except Exception as error:  # a bug in the loop itself: leave what resume needs
             _log_bug("run.bug", error, run_id=self.run_id)
             ending = Ending.NEEDS_HUMAN
             self._mark_interrupted()
+        finally:
+            self._clients.close()
         if ending in (Ending.INTERRUPTED, Ending.PREEMPTED):
             self._mark_interrupted()  # closed, so neither resume nor a reader sees `applying`
         if ending is Ending.SUCCEEDED:
@@ -275,9 +285,11 @@ class Runner:
     def _check(self, name: str) -> None:
         """One round (first verification, bake or watch), folded in by `rollout.with_round`."""
         target = self.targets[name]
-        result = probes.run_round(target.driver.endpoint(), target.suite, target.tokens,
+        endpoint = target.driver.endpoint()
+        result = probes.run_round(endpoint, target.suite, target.tokens,
                                   deadline=self.fleet.policy.check_timeout,
-                                  baseline=self.baselines.get(name))
+                                  baseline=self.baselines.get(name),
+                                  client=self._clients.get(endpoint))
         self._record_round(name, result)
         with self._guard:
             before = self.seen.clusters[name].state
@@ -362,7 +374,8 @@ class Runner:
             return
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
-                           else f"{own}; rollback failed: {result.detail}")
+                           else f"{own}; rollback failed: {result.detail}",
+                           rollback_revision=result.revision)
 
     def _failure_summary(self) -> str:
         failed = [(n, s.reason) for n, s in self.seen.clusters.items()

@@ -17,12 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+import structlog
+
 from wavegate import drivers
 from wavegate.config.fleet import Fleet
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError, InputError, WavegateError
-from wavegate.outputs import junit, summary
+from wavegate.outputs import html, junit, summary
 from wavegate.outputs.report import RUNS_DIR, RunReport
+
+log = structlog.get_logger(__name__)
 
 
 def new_run_id() -> str:
@@ -81,10 +85,11 @@ def journal_path(run_id: str) -> Path:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where a run's report goes besides its journal (`--report`, `--junit`)."""
+    """Where a run's report goes besides its journal (`--report`, `--junit`, `--report-html`)."""
 
     report: Path | None = None
     junit: Path | None = None
+    html: Path | None = None
 
 
 NO_OUTPUTS = Outputs()
@@ -121,7 +126,18 @@ def save(report: RunReport, outputs: Outputs) -> None:
     data = report.to_json()
     if outputs.junit is not None:
         junit.write(data, outputs.junit)
+    if outputs.html is not None:
+        write_page(outputs.html, html.render_run(data))
     summary.append_to_step_summary(data)
+
+
+def write_page(path: Path, page: str) -> None:
+    """`--report-html`: a page that cannot be written is a warning; the run's exit code stands."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        log.warning("report_html.unwritable", path=str(path), detail=error.strerror or str(error))
 
 
 @contextlib.contextmanager

@@ -2,6 +2,10 @@
 
 The live table reads it, the journal (`.wavegate/runs/<run_id>.json`) and `--report` write it,
 and it is the JSON shape in docs/commands.md. Secrets are scrubbed on the way out.
+
+It is also where the run's timeline is kept: every state change and every check round is
+stamped with the wall time as it is recorded (`timeline`, `rounds`), so the HTML page can draw
+the run on its own time axis without the runner knowing about pages.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ class ClusterEntry:
     revision: int | None = None
     detail: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    rollback_revision: int | None = None  # the revision a rollback of this cluster wrote
+    revisions: list[int] = field(default_factory=list)  # every ledger revision this run wrote
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # {at, state[, detail]}
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # {at, phase, outcome, counts}
 
 
 @dataclass
@@ -43,6 +51,8 @@ class RunReport:
     message: str | None = None
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     inputs: dict[str, Any] | None = None  # what resume needs (journal.Inputs), never secrets
+    fleet: str | None = None
+    by: str | None = None  # who ran it, as the ledger records it
     # Per cluster, the access baseline taken before it changed (ids only as fingerprints), so
     # a resumed run compares against the same one.
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -60,6 +70,7 @@ class RunReport:
     def update(self, cluster: str, **fields: Any) -> None:
         with self._lock:
             entry = self.clusters[cluster]
+            _stamp(entry, fields, ledger.now())
             for key, value in fields.items():
                 setattr(entry, key, value)
         self._notify()
@@ -81,7 +92,7 @@ class RunReport:
                 "run_id": self.run_id, "app": self.app, "version": self.version,
                 "command": self.command, "outcome": self.outcome, "exit_code": self.exit_code,
                 "message": self.message, "started_at": self.started_at,
-                "finished_at": self.finished_at,
+                "finished_at": self.finished_at, "fleet": self.fleet, "by": self.by,
                 "clusters": [asdict(entry) for entry in self.clusters.values()],
             }
             if self.inputs is not None:
@@ -97,3 +108,33 @@ class RunReport:
     def _notify(self) -> None:
         for listener in self._listeners:
             listener(self)
+
+
+MAX_PROBLEMS = 20  # failing probes kept per round: the evidence, not a second copy of the run
+
+
+def _stamp(entry: ClusterEntry, fields: dict[str, Any], at: str) -> None:
+    """Record what `fields` change on `entry` as timestamped facts, before they are applied."""
+    for key in ("revision", "rollback_revision"):
+        if fields.get(key) is not None and fields[key] not in entry.revisions:
+            entry.revisions.append(fields[key])
+    if fields.get("checks"):
+        entry.rounds.append(_round(fields["checks"], phase=entry.state, at=at))
+    state = fields.get("state")
+    if state is not None and state != entry.state:
+        event = {"at": at, "state": state}
+        if fields.get("detail"):
+            event["detail"] = fields["detail"]
+        entry.timeline.append(event)
+
+
+def _round(checks: list[dict[str, Any]], *, phase: str, at: str) -> dict[str, Any]:
+    """One check round, summed up: its outcome, its counts, and the probes that did not pass."""
+    counts = {outcome: sum(1 for c in checks if c.get("outcome") == outcome)
+              for outcome in ("pass", "fail", "error")}
+    worst = "fail" if counts["fail"] else "error" if counts["error"] else "pass"
+    problems = sorted((c for c in checks if c.get("outcome") != "pass"),
+                      key=lambda c: c.get("outcome") != "fail")  # failures first
+    return {"at": at, "phase": phase, "outcome": worst, "passed": counts["pass"],
+            "failed": counts["fail"], "errors": counts["error"],
+            "problems": [dict(c) for c in problems[:MAX_PROBLEMS]]}

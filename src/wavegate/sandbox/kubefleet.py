@@ -4,7 +4,9 @@
 node agent (`nodeagent`, running the fleet's `local.images`), then prepares each cluster the
 way the fleet's releases expect it, as admin: the cluster's namespace, the Secrets that
 `local.secrets` defines (values from the environment variables it names), and the deployer's
-RBAC from manifests/rbac/deployer.yaml when that file exists. Last it writes DIR/fleet.yaml:
+RBAC: the role that ships with wavegate, or the file given instead (one that cannot be read is
+bad input, never skipped: a deployer without its role fails every deploy later, far from the
+cause). Last it writes DIR/fleet.yaml:
 FLEET's clusters, waves and policy with `driver: kubernetes`, each cluster's restricted
 context (`NAME-deployer`), `kubeconfig: kubeconfig` and its ingress as `endpoint`.
 `down(dir)` stops it all.
@@ -39,15 +41,14 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
-from wavegate.config import durations, local_secrets, templates
+from wavegate.config import bundled, durations, local_secrets, templates
 from wavegate.config.fleet import Cluster, Fleet, LocalFleet, Policy
 from wavegate.config.yamlsource import parse_all
 from wavegate.errors import InputError, SandboxError
 from wavegate.sandbox import controlplane
 
-__all__ = ["DEFAULT_RBAC", "down", "fleet_document", "grant_user", "up"]
+__all__ = ["down", "fleet_document", "grant_user", "up"]
 
-DEFAULT_RBAC = Path("manifests/rbac/deployer.yaml")  # relative to the working directory
 AGENT_MODULE = "wavegate.sandbox.nodeagent"
 AGENT_READY_TIMEOUT = 60.0  # seconds for every agent; six are up in a few on two cores
 TIMEOUT = 10.0  # seconds for each API call: the Python client would wait forever without one
@@ -58,15 +59,15 @@ DEPLOYER_USER = "deployer"  # the restricted token's user (controlplane's tokens
 Manifest = dict[str, Any]
 
 
-def up(fleet: Fleet, dir: Path, *, rbac: Path | None = DEFAULT_RBAC) -> dict[str, str]:
+def up(fleet: Fleet, dir: Path, *, rbac: Path | None = None) -> dict[str, str]:
     """Start the kube fleet for FLEET in DIR; each cluster's endpoint, by cluster name.
 
-    RBAC is applied when the file exists. Bad input (no `local.images`, a secret variable
-    unset, a bad RBAC file) fails before anything starts; if a later step fails, everything
-    started is stopped again.
+    RBAC is the deployer role file, by default the one wavegate ships. Bad input (no
+    `local.images`, a secret variable unset, an RBAC file missing, unreadable or bad) fails
+    before anything starts; if a later step fails, everything started is stopped again.
     """
     local = _local_section(fleet)
-    rbac_file = rbac if rbac is not None and rbac.is_file() else None
+    rbac_file = rbac or bundled.rbac_file()
     objects = {
         c.name: [_namespace(c), *local_secrets.objects(local, c.namespace, fleet_file=fleet.path),
                  *_rbac(rbac_file, c)]
@@ -178,17 +179,15 @@ def _apply_all(sandbox: controlplane.Sandbox, cluster: str, manifests: list[Mani
             _apply(api, manifest)
 
 
-def _rbac(path: Path | None, cluster: Cluster) -> list[Manifest]:
+def _rbac(path: Path, cluster: Cluster) -> list[Manifest]:
     """The objects of the RBAC file for CLUSTER: rendered, namespaced, granted to the user."""
-    if path is None:
-        return []
     variables = {
         "namespace": cluster.namespace,
         "cluster.namespace": cluster.namespace,
         "cluster.name": cluster.name,
         "cluster.region": cluster.region,
     }
-    text = templates.render(path.read_text(encoding="utf-8"), variables, file=path)
+    text = templates.render(_read_rbac(path), variables, file=path)
     manifests = []
     for document, source in parse_all(text, path):
         if document is None:
@@ -198,6 +197,14 @@ def _rbac(path: Path | None, cluster: Cluster) -> list[Manifest]:
             raise source.error((), f"expected an object of kind {kinds}")
         manifests.append(grant_user(_in_namespace(document, cluster.namespace), DEPLOYER_USER))
     return manifests
+
+
+def _read_rbac(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(f"cannot read the deployer RBAC file: {reason}", file=path) from None
 
 
 def _in_namespace(manifest: Manifest, namespace: str) -> Manifest:

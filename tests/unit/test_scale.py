@@ -1,0 +1,181 @@
+"""What keeps wavegate fast at fleet scale, each as a user would notice it breaking: templates
+read once for a whole fleet, the fast YAML path giving the same answers and the same errors as
+the careful one, keep-alive connections per cluster, and ledger writes that do not re-list."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from library_app.server import make_server
+from tests.fakes import FakeCluster, FakeDriver
+from wavegate.config import app as apps
+from wavegate.config import checks, templates, yamlsource
+from wavegate.config.fleet import Cluster
+from wavegate.decide.ledger import Record, Status
+from wavegate.engine import ledger_writes, probes
+from wavegate.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "manifests" / "library-app"
+
+
+def cluster(name: str) -> Cluster:
+    return Cluster(name=name, region="westeurope", namespace="library", driver="local",
+                   values={"replicas": 3})
+
+
+def test_a_template_is_read_once_however_many_clusters_it_renders_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    composed: list[str] = []
+    real = yamlsource.compose_all
+
+    def counting(text: str, path: Path) -> list[yaml.Node]:
+        composed.append(path.name)
+        return real(text, path)
+
+    monkeypatch.setattr(yamlsource, "compose_all", counting)
+    templates._scan.cache_clear()
+    app = apps.App.from_folder(APP)
+    releases = [app.render(cluster(f"c{index}"), "1.1.0") for index in range(50)]
+    assert {r.manifests[0]["data"]["LIBRARY_CLUSTER"] for r in releases} == {
+        f"c{index}" for index in range(50)}
+    assert len(composed) <= len(app.templates) + 1  # each template and the checks, once
+
+
+def test_a_fleet_shares_one_parsed_checks_suite() -> None:
+    app = apps.App.from_folder(APP)
+    first, second = (app.render(cluster(name), "1.1.0") for name in ("a", "b"))
+    suite = apps.load_checks(first.checks, APP / apps.CHECKS_FILE)
+    assert apps.load_checks(second.checks, APP / apps.CHECKS_FILE) is suite
+
+
+@pytest.mark.parametrize("text", [
+    "a: 1\nb: [1, 2, {c: d}]\n",
+    "base: &b {x: 1}\nderived: {<<: *b, y: 2}\n",
+    "multi: |\n  line one\n  line two\nafter: 3\n",
+    "",
+])
+def test_the_fast_path_reads_what_the_careful_one_reads(text: str) -> None:
+    data, source = yamlsource.parse(text, Path("f.yaml"))
+    assert data == yaml.safe_load(text)
+    nodes = yaml.compose_all(text, Loader=yaml.SafeLoader)
+    careful = yamlsource.Source(Path("f.yaml"))
+    for node in nodes:
+        yamlsource._record_lines(node, (), careful)
+    assert source.lines == careful.lines
+
+
+@pytest.mark.parametrize(("text", "message", "line"), [
+    ("a: 1\nb: [1, 2\nc: 3\n", "YAML syntax error", 3),
+    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a'", 3),
+    ("a: 1\n---\nb: 2\n", "YAML syntax error", None),
+    ("x: " + "[" * 450 + "]" * 450 + "\n", "nested too deeply", None),
+])
+def test_errors_still_name_the_line(text: str, message: str, line: int | None) -> None:
+    with pytest.raises(InputError) as caught:
+        yamlsource.parse(text, Path("fleet.yaml"))
+    assert message in str(caught.value)
+    if line is not None:
+        assert caught.value.line == line
+
+
+def test_a_checks_error_names_its_line_and_field() -> None:
+    text = "checks:\n  - name: x\n    request: GET /a\n    expect: {status: nope}\n"
+    with pytest.raises(InputError) as caught:
+        checks.load(text, Path("checks.yaml"))
+    assert caught.value.line == 4 and "status" in str(caught.value)
+
+
+class CountingServer:
+    """The real Library App, counting the TCP connections it accepts."""
+
+    def __init__(self) -> None:
+        self.server = make_server("127.0.0.1", 0, "1.0.0", {})
+        self.accepted = 0
+        accept = self.server.get_request
+
+        def counted() -> Any:
+            self.accepted += 1
+            return accept()
+
+        self.server.get_request = counted  # type: ignore[method-assign]
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def version_suite(count: int) -> checks.Suite:
+    items = "".join(f"  - {{name: v{index}, request: GET /version}}\n" for index in range(count))
+    return checks.load("checks:\n" + items, Path("checks.yaml"))
+
+
+def test_a_run_reuses_its_connections_to_a_cluster_round_after_round() -> None:
+    server = CountingServer()
+    clients = probes.Clients()
+    try:
+        suite = version_suite(30)
+        for _ in range(3):
+            result = probes.run_round(server.url, suite, {}, deadline=5.0,
+                                      client=clients.get(server.url))
+            assert result.count(probes.Outcome.PASS) == 30
+    finally:
+        clients.close()
+        server.close()
+    # 90 probes, at most PARALLEL_PROBES at a time, over connections kept open.
+    assert server.accepted <= probes.PARALLEL_PROBES
+
+
+def test_a_round_without_a_run_still_cleans_up_after_itself() -> None:
+    server = CountingServer()
+    try:
+        result = probes.run_round(server.url, version_suite(3), {}, deadline=5.0)
+    finally:
+        server.close()
+    assert result.count(probes.Outcome.PASS) == 3
+
+
+class ListingCounter(FakeDriver):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.listings = 0
+
+    def records(self, app: str) -> list[Record]:
+        self.listings += 1
+        return super().records(app)
+
+
+def ledger_with_one_revision() -> tuple[ListingCounter, Record]:
+    state = FakeCluster("c0")
+    driver = ListingCounter(cluster("c0"), state)
+    driver.acquire_lock("library-app", holder="run", ttl=30)
+    release = apps.Release(app="library-app", version="1.0.0", manifests=(), checks="")
+    record = Record(app="library-app", cluster="c0", revision=1, version="1.0.0",
+                    status=Status.APPLYING, run_id="run", by="me", started_at="now")
+    return driver, driver.create_record(record, release, holder="run")
+
+
+def test_a_status_change_is_one_write_without_listing_the_ledger() -> None:
+    driver, record = ledger_with_one_revision()
+    marked = ledger_writes.mark(driver, "library-app", 1, holder="run", current=record,
+                                status=Status.VERIFIED)
+    assert marked.status is Status.VERIFIED and driver.listings == 0
+
+
+def test_a_status_change_over_a_stale_record_rereads_and_never_overwrites_blindly() -> None:
+    driver, record = ledger_with_one_revision()
+    newer = ledger_writes.mark(driver, "library-app", 1, holder="run", current=record,
+                               reason="changed by someone else")
+    marked = ledger_writes.mark(driver, "library-app", 1, holder="run", current=record,
+                                status=Status.FAILED)
+    assert driver.listings == 1
+    assert marked.reason == newer.reason == "changed by someone else"
+    assert marked.status is Status.FAILED
