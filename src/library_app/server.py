@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from library_app import spaces
 from library_app.faults import Faults, parse_faults
@@ -26,6 +26,7 @@ NOT_FOUND: Response = (404, {"error": "not found"})
 SPACE_PREFIX = "/api/spaces/"
 TRICKLE_BODY = 1024 * 1024  # `trickle` announces this much and never gets near it
 TRICKLE_PAUSE = 0.5  # `trickle`: under any read timeout, so only a total deadline ends it
+MAX_REQUEST_BODY = 64 * 1024  # a search body is a few bytes; more is refused unread
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         return True
 
+    def do_POST(self) -> None:
+        """`POST /api/search {"q": ...}`: the same search, for clients that send a body."""
+        url = urlsplit(self.path)
+        if url.path != "/api/search":
+            self._method_not_allowed()
+            return
+        needle = self._json_field("q")
+        if needle is None:
+            self._send(400, {"error": 'expected a JSON body {"q": "..."}'})
+            return
+        authorization = self.headers.get("Authorization")
+        self._send(*route(self.server.app, url.path, urlencode({"q": needle}), authorization))
+
+    def _json_field(self, name: str) -> str | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if not 0 < length <= MAX_REQUEST_BODY:
+                return None
+            body = json.loads(self.rfile.read(length))
+        except ValueError:  # a length or a body that is not what it says
+            return None
+        value = body.get(name) if isinstance(body, dict) else None
+        return value if isinstance(value, str) else None
+
     def _method_not_allowed(self) -> None:
         self._send(405, {"error": "method not allowed"})
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _method_not_allowed
+    do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _method_not_allowed
 
     def do_HEAD(self) -> None:
         self._send(405, {"error": "method not allowed"}, with_body=False)
@@ -172,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 401:
             self.send_header("WWW-Authenticate", "Bearer")
         if status == 405:
-            self.send_header("Allow", "GET")
+            self.send_header("Allow", "GET, POST")
         self.end_headers()
         if with_body:
             self.wfile.write(payload)

@@ -17,6 +17,9 @@ from typing import assert_never
 
 # The incident release: it shipped without the member filter.
 REGRESSED_VERSION = "2.0.0"
+# The release after it: search got its own index, which skips the member filter. Lists and
+# reads are correct, so only a check that looks at search (or at access drift) sees the leak.
+SEARCH_LEAK_VERSION = "2.1.0"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Leak(enum.Enum):
     LIST_ONLY = "list-only"  # the list shows every space; direct reads stay filtered
     BOB_ONLY = "bob-only"  # bob sees every space everywhere; everyone else is filtered
     SEARCH = "search"  # /api/search skips the filter; list and read stay correct
+    BOB_READS = "bob-reads"  # bob reads any space directly (role confusion); lists stay correct
 
 
 class Endpoint(enum.Enum):
@@ -58,7 +62,10 @@ class Policy:
 
     @classmethod
     def from_env(cls, version: str, env: Mapping[str, str]) -> Policy:
-        return cls(member_filter_enabled(version, env), parse_leak(env.get("LIBRARY_LEAK", "")))
+        leak = parse_leak(env.get("LIBRARY_LEAK", ""))
+        if leak is Leak.NONE and version == SEARCH_LEAK_VERSION:
+            leak = Leak.SEARCH
+        return cls(member_filter_enabled(version, env), leak)
 
 
 def member_filter_enabled(version: str, env: Mapping[str, str]) -> bool:
@@ -91,6 +98,8 @@ def _sees_everything(user: str, endpoint: Endpoint, policy: Policy) -> bool:
             return user == "bob"
         case Leak.SEARCH:
             return endpoint is Endpoint.SEARCH
+        case Leak.BOB_READS:
+            return user == "bob" and endpoint is Endpoint.READ
         case _:
             assert_never(policy.leak)
 

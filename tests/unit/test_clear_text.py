@@ -43,7 +43,8 @@ def fleet_file(tmp_path: Path, endpoint: str, extra: str = "") -> Path:
 
 def deploy(tmp_path: Path, fleet: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LIBRARY_TOKEN_ALICE": "cleartext-alice-7731",
-           "LIBRARY_TOKEN_BOB": "cleartext-bob-7732", "PYTHONPATH": str(REPO / "src")}
+           "LIBRARY_TOKEN_BOB": "cleartext-bob-7732", "LIBRARY_TOKEN_CAROL": "cleartext-carol-7733",
+           "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "wavegate", "deploy",
                            str(APP), "--version", "1.0.0",
                            "-f", str(fleet), "--dry-run"],
@@ -71,6 +72,7 @@ def test_tls_loopback_or_an_explicit_insecure_http_are_accepted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str, extra: str) -> None:
     monkeypatch.setenv("LIBRARY_TOKEN_ALICE", "cleartext-alice-7741")
     monkeypatch.setenv("LIBRARY_TOKEN_BOB", "cleartext-bob-7742")
+    monkeypatch.setenv("LIBRARY_TOKEN_CAROL", "cleartext-carol-7743")
     fleet = fleets.load(fleet_file(tmp_path, endpoint, extra))
     prepared = deploys.prepare(fleet, App.from_folder(APP), "1.0.0", {})
     assert list(prepared.targets) == ["lab-0"]

@@ -18,11 +18,12 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 
 from library_app import spaces
 from library_app.faults import Faults, parse_faults
-from library_app.server import LibraryServer, make_server
+from library_app.server import App, LibraryServer, make_server
 from library_app.tokens import Tokens
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -130,6 +131,8 @@ def test_member_filter_is_off_only_in_2_0_0_or_when_switched_off(
         (spaces.Leak.BOB_ONLY, "bob", ALL_IDS, ALL_IDS),
         (spaces.Leak.BOB_ONLY, "alice", ["space-eng"], ["space-eng"]),
         (spaces.Leak.SEARCH, "alice", ["space-eng"], ["space-eng"]),
+        (spaces.Leak.BOB_READS, "bob", ["space-finance"], ALL_IDS),
+        (spaces.Leak.BOB_READS, "alice", ["space-eng"], ["space-eng"]),
     ],
 )
 def test_rules_per_leak(leak: spaces.Leak, user: str, listed: list[str], read: list[str]) -> None:
@@ -272,6 +275,28 @@ def test_leak_search_leaves_list_and_read_correct(start: Start) -> None:
     assert _ids(get("/api/search?q=space", as_user="alice")[1]) == ALL_IDS
     assert _ids(get("/api/spaces", as_user="alice")[1]) == ["space-eng"]
     assert get("/api/spaces/space-finance", as_user="alice")[0] == 404
+
+
+def test_release_2_1_0_leaks_through_search_only(start: Start) -> None:
+    get = start(version=spaces.SEARCH_LEAK_VERSION)
+    assert _ids(get("/api/search?q=space", as_user="alice")[1]) == ALL_IDS
+    assert _ids(get("/api/spaces", as_user="alice")[1]) == ["space-eng"]
+    assert get("/api/spaces/space-finance", as_user="alice")[0] == 404
+
+
+def test_search_by_post_answers_as_search_by_get() -> None:
+    app = App.from_env("1.0.0", {"LIBRARY_TOKEN_ALICE": "t-alice"})
+    server = LibraryServer(("127.0.0.1", 0), app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/search"
+        answer = httpx.post(url, json={"q": "space"}, headers={"Authorization": "Bearer t-alice"})
+        assert answer.status_code == 200 and _ids(answer.json()) == ["space-eng"]
+        assert httpx.post(url, content=b"q=space", headers={
+            "Authorization": "Bearer t-alice"}).status_code == 400
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_search_filters_without_the_leak(start: Start) -> None:

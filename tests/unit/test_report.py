@@ -45,6 +45,7 @@ def test_the_report_has_the_fixed_shape_ci_jobs_read(tmp_path: Path):
 def test_no_token_reaches_the_report_even_inside_a_detail(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("LIBRARY_TOKEN_ALICE", TOKEN)
     monkeypatch.setenv("LIBRARY_TOKEN_BOB", "report-test-bob-3Kx9")
+    monkeypatch.setenv("LIBRARY_TOKEN_CAROL", "report-test-carol-8Qw2")
     suite = checks.load((APP / "checks.yaml").read_text(), APP / "checks.yaml")
     credentials.resolve(suite)  # reading the tokens registers them as secrets
     report = report_with_two_clusters()

@@ -104,7 +104,7 @@ BROKEN = [
     ("checks", FULL_CHECKS.replace("request: GET /version", "request: FETCH /version"),
      "expected 'METHOD /path'"),
     ("checks", FULL_CHECKS.replace("    request: GET /version\n", ""),
-     "exactly one of 'request' or 'authz_matrix'"),
+     "exactly one of 'request', 'authz_matrix' or 'access_drift'"),
     ("checks", FULL_CHECKS.replace("{token_env: ALICE}", "{token_env: ALICE, token_file: a}"),
      "at most one of"),
     ("checks", FULL_CHECKS.replace("status: [200, 204]", "status: [200, 42]"),

@@ -33,6 +33,8 @@ from wavegate.outputs.display import table
 from wavegate.outputs.report import RunReport
 
 GOOD, BAD = "1.0.0", "2.0.0"
+SEARCH_LEAK = "2.1.0"  # lists and reads filtered, search not: no check was written for search
+DRIFT_CHECK = "no principal gains access"  # the access_drift check of manifests/library-app
 TOKEN_VARIABLES = ("LIBRARY_TOKEN_ALICE", "LIBRARY_TOKEN_BOB", "LIBRARY_TOKEN_CAROL")
 
 Echo = Callable[[str], None]
@@ -73,7 +75,11 @@ def _story(fleet: Fleet, app: apps.App, echo: Echo) -> int:
     code = _verdict(fleet, app.name, bad, echo)
     echo(f"\nThe run's page (timeline, the failing check, every cluster): "
          f"{pages.demo_page(bad)}")
-    return code
+    if code != EXIT_OK:
+        return code
+    echo(f"\n4. Deploy {SEARCH_LEAK}: search skips the member filter; lists and reads are "
+         "right, and no check was written for search.")
+    return _drift_verdict(_deploy(fleet, app, SEARCH_LEAK), echo)
 
 
 def _deploy(fleet: Fleet, app: apps.App, version: str) -> RunReport:
@@ -106,6 +112,23 @@ def _verdict(fleet: Fleet, app: str, bad: RunReport, echo: Echo) -> int:
     echo(f"The incident: unnoticed for 3 days on prod-0 and 5 hours on prod-1..5, then 31 "
          f"minutes of manual rollback. Here: {BAD} was on prod-0 for "
          f"{_seconds_on_canary(history):.1f} s, checks and rollback included.")
+    echo("The safety net held." if held else "The safety net did NOT hold.")
+    return EXIT_OK if held else 3
+
+
+def _drift_verdict(report: RunReport, echo: Echo) -> int:
+    """Held when access drift alone stopped the search leak on the canary."""
+    canary = report.clusters["prod-0"]
+    failed = [c for c in canary.checks if c["outcome"] == "fail"]
+    drift = next((c for c in failed if c["name"] == DRIFT_CHECK), None)
+    if drift is not None:
+        echo(f"   ACCESS DRIFT on prod-0: {drift['principal'] or 'anonymous'} "
+             f"{drift['request']} -> {drift['status']}: {drift['detail']}")
+    reached = sorted(e.cluster for e in report.clusters.values() if e.state != "pending")
+    alone = drift is not None and all(c["name"] == DRIFT_CHECK for c in failed)
+    held = report.exit_code == EXIT_ROLLED_BACK and alone and reached == ["prod-0"]
+    echo(f"{SEARCH_LEAK} reached: {', '.join(reached) or 'no cluster'}; prod-0 is "
+         f"{canary.state}; caught by access drift alone, against what {GOOD} showed.")
     echo("The safety net held." if held else "The safety net did NOT hold.")
     return EXIT_OK if held else 3
 

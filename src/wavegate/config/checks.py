@@ -2,27 +2,33 @@
 
 `load` parses `checks.yaml` (already rendered for a version) into a `Suite`; `Suite.probes`
 expands it into the flat list of single requests a verification sends: every principal of an
-authz matrix against every resource, each expected to be allowed or denied. Pure: no tokens are
-read here and nothing is sent. `SHAPE` declares the file's fields: the readers take theirs from
-it and `wavegate schema checks` prints it (a new check kind is one more field of `CHECK`).
+authz matrix against every resource, each expected to be allowed or denied. `access_drift`
+checks are kept apart (`Suite.drifts`): their probes depend on what the live release answered
+before the change, so `decide.drift` expands them once that baseline is known. Pure: no tokens
+are read here and nothing is sent. `SHAPE` declares the file's fields: the readers take theirs
+from it and `wavegate schema checks` prints it (a new check kind is one more field of `CHECK`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from wavegate.config import fields as schema
-from wavegate.config import shapes, sizes
+from wavegate.config import requests, shapes, sizes
+from wavegate.config.requests import METHODS as METHODS  # re-exported for callers
+from wavegate.config.requests import Request as Request
 from wavegate.config.yamlsource import FieldPath, Source, parse
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SEVERITIES = ("security", "functional")
 DENIAL_STATUSES = (401, 403, 404)
 DEFAULT_MAX_BODY = sizes.MIB  # an answer larger than this is an error, never read whole
 TOKEN_SOURCES = ("token_env", "token_file", "token_command")
+DEFAULT_MAX_IDS = 50  # access_drift reads: ids per request, sampled evenly
+MAX_SAMPLES = 100
 
 PRINCIPAL = shapes.Obj("Who probes, and where its token comes from (none: anonymous)", {
     "token_env": shapes.Str("Environment variable holding the token"),
@@ -30,7 +36,16 @@ PRINCIPAL = shapes.Obj("Who probes, and where its token comes from (none: anonym
     "token_command": shapes.Strings("Command whose stdout is the token, or JSON {token, "
                                     "expires_at}", min_items=1),
 }, at_most_one=(TOKEN_SOURCES,), nullable=True)
-REQUEST = shapes.Str("'METHOD /path'", pattern=rf"^({'|'.join(METHODS)}) /")
+REQUEST = shapes.OneOf("'METHOD /path', or the request in parts", (
+    shapes.Str("'METHOD /path'", pattern=rf"^({'|'.join(METHODS)}) /"),
+    shapes.Obj("A request in parts (headers may not carry credentials)", {
+        "method": shapes.Choice("HTTP method (default GET)", METHODS),
+        "path": shapes.Str("Path, starting with /, without the query", pattern=r"^/"),
+        "query": shapes.MapOf("Query parameters", shapes.Anything()),
+        "headers": shapes.MapOf("Extra headers (never tokens)", shapes.Anything()),
+        "json": shapes.Anything("JSON body"),
+    }, required=("path",)),
+))
 JSON_IDS = shapes.Obj("The ids a JSON path finds in the answer", {
     "path": shapes.Str("JSON path, such as $.spaces[*].id", pattern=r"^\$"),
     "subset_of": shapes.Strings("Every id found must be one of these"),
@@ -50,15 +65,31 @@ MATRIX = shapes.Obj("Every principal against every resource; what allow omits mu
     "resources": shapes.MapOf("Resources by name", RESOURCE, min_items=1),
     "allow": shapes.MapOf("Principal -> the resources it may read", shapes.Strings()),
 }, required=("principals", "resources"))
-CHECK = shapes.Obj("One check: a request and its expectation, or an authz matrix", {
+DRIFT = shapes.Obj("Nobody sees more than the live release showed them before the change", {
+    "principals": shapes.Strings("Principals to ask", min_items=1),
+    "requests": shapes.MapOf("Requests by name, and where their answers list ids", shapes.Obj(
+        "A listing or search, the ids it shows, and optionally how to read one id", {
+            "request": REQUEST,
+            "ids": shapes.Str("JSON path of the ids, such as $.spaces[*].id", pattern=r"^\$"),
+            "read": REQUEST,
+        }, required=("request", "ids")), min_items=1),
+    "allow_new": shapes.MapOf("Principal -> ids this release may newly show it",
+                              shapes.Strings()),
+    "max_ids": shapes.Int("Most ids read per principal in the baseline (default 50)",
+                          minimum=1),
+}, required=("principals", "requests"))
+CHECK = shapes.Obj("One check: a request and its expectation, an authz matrix, or access drift", {
     "name": shapes.Str("Shown in reports"),
     "request": REQUEST,
     "as": shapes.Str("The principal sending the request"),
     "expect": EXPECT,
     "authz_matrix": MATRIX,
     "severity": shapes.Choice("How a failure is reported", SEVERITIES),
+    "access_drift": DRIFT,
     "max_body": shapes.Size("Largest answer read (default 1MiB)"),
-}, required=("name",), exactly_one=(("request", "authz_matrix"),))
+    "samples": shapes.Int("Send each probe this many times; one failing answer fails it",
+                          minimum=1),
+}, required=("name",), exactly_one=(("request", "authz_matrix", "access_drift"),))
 SHAPE = shapes.Obj("A wavegate checks file: an app's authorization contract.", {
     "principals": shapes.MapOf("Principals by name", PRINCIPAL),
     "checks": shapes.ListOf("The checks", CHECK, min_items=1),
@@ -77,15 +108,6 @@ class Principal:
     def sends_token(self) -> bool:
         return (self.token_env is not None or self.token_file is not None
                 or self.token_command is not None)
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +140,40 @@ class Denied:
     marker: str
 
 
-Expectation = Expect | Allowed | Denied
+@dataclass(frozen=True)
+class Seen:
+    """What the live release answered one principal before the change: whether it served the
+    request and, for a listing, the fingerprints of the ids it showed (never the ids)."""
+
+    served: bool
+    ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """access_drift: grant no more than the release before did. `before` None: no baseline
+    (`note` says why), so there is nothing to compare and the probe passes unless it errors."""
+
+    ids: str | None  # a listing's JSON path; None for a read of `target`
+    before: Seen | None
+    salt: str = ""
+    version: str | None = None  # the release that answered `before`
+    allow_new: frozenset[str] = frozenset()  # ids this release may newly show this principal
+    target: str | None = None  # the id a read asks for
+    note: str | None = None
+    asks: str = ""  # the name of the check's request this probe repeats
+
+    def saw(self, value: str) -> bool:
+        return self.before is not None and fingerprint(self.salt, value) in self.before.ids
+
+
+Expectation = Expect | Allowed | Denied | Unchanged
+
+
+def fingerprint(salt: str, value: str) -> str:
+    """How a baseline keeps an id: salted per run, so it is never written in clear and two
+    runs' journals cannot be compared id by id."""
+    return hashlib.sha256(f"{salt}\0{value}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -129,6 +184,32 @@ class Probe:
     expectation: Expectation
     severity: str
     max_body: int = DEFAULT_MAX_BODY
+    samples: int = 1  # sent this many times (behind an ingress: several replicas); one bad
+    # answer fails the probe
+
+
+@dataclass(frozen=True)
+class DriftRequest:
+    """One question an access_drift check asks every principal: a listing, the JSON path of
+    the ids it shows, and optionally how to read one of those ids directly."""
+
+    name: str
+    request: Request
+    ids: str
+    read: Request | None = None
+
+
+@dataclass(frozen=True)
+class AccessDrift:
+    """An `access_drift` check: no principal may gain access the live release did not give."""
+
+    check: str
+    principals: tuple[Principal, ...]
+    requests: tuple[DriftRequest, ...]
+    allow_new: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    max_ids: int = DEFAULT_MAX_IDS
+    samples: int = 1
+    max_body: int = DEFAULT_MAX_BODY
 
 
 @dataclass(frozen=True)
@@ -136,6 +217,14 @@ class Suite:
     principals: Mapping[str, Principal]
     probes: tuple[Probe, ...]
     file: Path
+    drifts: tuple[AccessDrift, ...] = ()
+
+    @property
+    def senders(self) -> tuple[Principal, ...]:
+        """Every principal some check sends as, probes and access_drift alike."""
+        found = [probe.principal for probe in self.probes if probe.principal is not None]
+        found += [who for drift in self.drifts for who in drift.principals]
+        return tuple(dict.fromkeys(found))
 
 
 def load(text: str, file: Path) -> Suite:
@@ -143,12 +232,16 @@ def load(text: str, file: Path) -> Suite:
     root = schema.record(data, (), source, SHAPE)
     principals = _principals(root.get("principals", {}), source)
     probes: list[Probe] = []
+    drifts: list[AccessDrift] = []
     items = schema.sequence(root["checks"], ("checks",), source)
     if not items:
         raise source.error(("checks",), "a checks file needs at least one check")
     for index, item in enumerate(items):
-        probes.extend(_check(item, ("checks", index), principals, source))
-    return Suite(principals=principals, probes=tuple(probes), file=file)
+        if isinstance(item, dict) and "access_drift" in item:
+            drifts.append(_drift_check(item, ("checks", index), principals, source))
+        else:
+            probes.extend(_check(item, ("checks", index), principals, source))
+    return Suite(principals=principals, probes=tuple(probes), file=file, drifts=tuple(drifts))
 
 
 def _principals(value: Any, source: Source) -> dict[str, Principal]:
@@ -191,7 +284,13 @@ def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
     raw = schema.record(value, path, source, CHECK)
     name = schema.string(raw["name"], path + ("name",), source)
     if ("authz_matrix" in raw) == ("request" in raw):
-        raise source.error(path, "a check needs exactly one of 'request' or 'authz_matrix'")
+        raise source.error(path, "a check needs exactly one of 'request', 'authz_matrix' or "
+                                 "'access_drift'")
+    if "samples" in raw:
+        count = _samples(raw["samples"], path + ("samples",), source)
+        rest = {key: item for key, item in raw.items() if key != "samples"}
+        return [replace(probe, samples=count)
+                for probe in _check(rest, path, principals, source)]
     if "max_body" in raw:
         # The limit applies to every probe the check expands to, matrix cells included.
         limit = _max_body(raw["max_body"], path + ("max_body",), source)
@@ -209,6 +308,68 @@ def _check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
     return [Probe(check=name, principal=principal,
                   request=_request(raw["request"], path + ("request",), source),
                   expectation=expect, severity=_severity(raw, path, source, default=default))]
+
+
+def _samples(value: Any, path: FieldPath, source: Source) -> int:
+    count = schema.integer(value, path, source, minimum=1)
+    if count > MAX_SAMPLES:
+        raise source.error(path, f"at most {MAX_SAMPLES} samples, got {count}")
+    return count
+
+
+def _drift_check(value: Any, path: FieldPath, principals: Mapping[str, Principal],
+                 source: Source) -> AccessDrift:
+    raw = schema.mapping(value, path, source,
+                         allowed=("name", "access_drift", "max_body", "samples"),
+                         required=("name",))
+    name = schema.string(raw["name"], path + ("name",), source)
+    where = path + ("access_drift",)
+    spec = schema.mapping(raw["access_drift"], where, source,
+                          allowed=("principals", "requests", "allow_new", "max_ids"),
+                          required=("principals", "requests"))
+    who = tuple(_principal_ref(item, where + ("principals", index), principals, source)
+                for index, item in enumerate(schema.strings(spec["principals"],
+                                                            where + ("principals",), source)))
+    if not who:
+        raise source.error(where + ("principals",), "access_drift needs at least one principal")
+    return AccessDrift(
+        check=name, principals=who,
+        requests=_drift_requests(spec["requests"], where + ("requests",), source),
+        allow_new=_allow_new(spec.get("allow_new", {}), where + ("allow_new",), who, source),
+        max_ids=schema.integer(spec.get("max_ids", DEFAULT_MAX_IDS), where + ("max_ids",),
+                               source, minimum=1),
+        samples=_samples(raw.get("samples", 1), path + ("samples",), source),
+        max_body=_max_body(raw["max_body"], path + ("max_body",), source)
+        if "max_body" in raw else DEFAULT_MAX_BODY)
+
+
+def _drift_requests(value: Any, path: FieldPath, source: Source) -> tuple[DriftRequest, ...]:
+    raw = schema.mapping(value, path, source, allowed=value if isinstance(value, dict) else ())
+    if not raw:
+        raise source.error(path, "access_drift needs at least one request")
+    found = []
+    for name, spec in raw.items():
+        where = path + (str(name),)
+        fields = schema.mapping(spec, where, source, allowed=("request", "ids", "read"),
+                                required=("request", "ids"))
+        ids = schema.string(fields["ids"], where + ("ids",), source)
+        if not ids.startswith("$"):
+            raise source.error(where + ("ids",), f"expected a JSON path starting with $, got "
+                                                 f"{ids!r}")
+        read = _request(fields["read"], where + ("read",), source) if "read" in fields else None
+        if read is not None and not read.names_id:
+            raise source.error(where + ("read",), "a read must name the id it reads: {id}")
+        found.append(DriftRequest(str(name), _request(fields["request"], where + ("request",),
+                                                      source), ids, read))
+    return tuple(found)
+
+
+def _allow_new(value: Any, path: FieldPath, who: tuple[Principal, ...],
+               source: Source) -> dict[str, frozenset[str]]:
+    names = {principal.name for principal in who}
+    raw = schema.mapping(value or {}, path, source, allowed=names)
+    return {name: frozenset(schema.strings(ids or [], path + (name,), source))
+            for name, ids in raw.items()}
 
 
 def _max_body(value: Any, path: FieldPath, source: Source) -> int:
@@ -287,11 +448,7 @@ def _principal_ref(value: Any, path: FieldPath, principals: Mapping[str, Princip
 
 
 def _request(value: Any, path: FieldPath, source: Source) -> Request:
-    text = schema.string(value, path, source)
-    method, _, target = text.partition(" ")
-    if method not in METHODS or not target.startswith("/"):
-        raise source.error(path, f"expected 'METHOD /path', got {text!r}")
-    return Request(method, target.strip())
+    return requests.parse(value, path, source)
 
 
 def _expect(value: Any, path: FieldPath, source: Source) -> Expect:

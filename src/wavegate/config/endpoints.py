@@ -36,8 +36,7 @@ def refuse_tokens_in_clear(suite: Suite, cluster: Cluster) -> None:
     `cluster`. A cluster without an endpoint is a local one, served on loopback."""
     if cluster.endpoint is None or cluster.insecure_http or not in_clear(cluster.endpoint):
         return
-    sender = next((probe.principal for probe in suite.probes
-                   if probe.principal is not None and probe.principal.sends_token), None)
+    sender = next((principal for principal in suite.senders if principal.sends_token), None)
     if sender is None:
         return
     raise InputError(

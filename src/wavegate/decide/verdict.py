@@ -2,7 +2,8 @@
 
     pass   the expectation holds
     fail   an expectation not met; never retried, acted on at once. `security` when access was
-           granted where a denial was due (or a list showed more than it may)
+           granted where a denial was due (or a list showed more than it may, or more than
+           the release before it showed: access drift)
     error  the check could not be judged: timeout, refused connection, 5xx, an answer past the
            probe's deadline or body limit, or a 401 for a
            principal that sent a token (its probe credential is broken, which must never pass
@@ -20,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from wavegate.config import jsonpath
-from wavegate.config.checks import DENIAL_STATUSES, Allowed, Denied, Expect, Probe
+from wavegate.config.checks import DENIAL_STATUSES, Allowed, Denied, Expect, Probe, Unchanged
 
 
 class Outcome(StrEnum):
@@ -76,10 +77,12 @@ def judge(probe: Probe, answer: Response | TransportError | Unreadable) -> Verdi
         return _judge_allowed(probe, expectation, answer)
     if isinstance(expectation, Denied):
         return _judge_denied(probe, expectation, answer)
+    if isinstance(expectation, Unchanged):
+        return _judge_unchanged(probe, expectation, answer)
     return _judge_expect(probe, expectation, answer)
 
 
-def _expects(expectation: Expect | Allowed | Denied, status: int) -> bool:
+def _expects(expectation: Expect | Allowed | Denied | Unchanged, status: int) -> bool:
     return isinstance(expectation, Expect) and status in expectation.status
 
 
@@ -136,6 +139,53 @@ def _judge_expect(probe: Probe, expectation: Expect, answer: Response) -> Verdic
     return _pass(probe, f"got {answer.status} as expected", answer.status)
 
 
+def _judge_unchanged(probe: Probe, expectation: Unchanged, answer: Response) -> Verdict:
+    served = 200 <= answer.status < 300
+    listed = listed_ids(expectation.ids, answer.body) if served and expectation.ids else []
+    if isinstance(listed, str):  # a listing that cannot be read must not pass as "no new id"
+        return _fail(probe, listed, severity=probe.severity, status=answer.status)
+    if expectation.before is None:
+        return _pass(probe, f"{expectation.note or 'no baseline'} ({answer.status})",
+                     answer.status)
+    was = expectation.version or "the release before"
+    if not served:
+        if expectation.before.served:
+            what = f"{expectation.target} " if expectation.target else ""
+            return _fail(probe, f"refused {what}with {answer.status}, where {was} served it",
+                         severity="functional", status=answer.status)
+        return _pass(probe, f"refused ({answer.status}), as {was} did", answer.status)
+    if expectation.ids is None:
+        return _judge_read(probe, expectation, answer.status, was)
+    new = sorted({value for value in listed if not expectation.saw(value)
+                  and value not in expectation.allow_new})
+    if new:
+        shown = ", ".join(new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        return _fail(probe, f"now shows {shown}, which {was} did not show",
+                     severity="security", status=answer.status)
+    return _pass(probe, f"shows {len(set(listed))} ids, none new since {was}", answer.status)
+
+
+def _judge_read(probe: Probe, expectation: Unchanged, status: int, was: str) -> Verdict:
+    assert expectation.before is not None
+    if expectation.before.served:
+        return _pass(probe, f"served ({status}), as {was} did", status)
+    if expectation.target in expectation.allow_new:
+        return _pass(probe, f"served ({status}): a grant allow_new names", status)
+    return _fail(probe, f"served {expectation.target} ({status}), which {was} refused",
+                 severity="security", status=status)
+
+
+def listed_ids(path: str, body: bytes) -> list[str] | str:
+    """The ids at `path` in a JSON body, or why they cannot be read."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "the answer is not JSON, so its ids cannot be judged"
+    problem = _unreachable(path, document)
+    return problem if problem else [str(value) for value in jsonpath.select(document, path)
+                                    if value is not None]
+
+
 def _field_problem(expectation: Expect, document: Any) -> str | None:
     for key, wanted in expectation.json.items():
         actual = document.get(key) if isinstance(document, dict) else None
@@ -147,12 +197,16 @@ def _field_problem(expectation: Expect, document: Any) -> str | None:
 def _unjudgeable_ids(expectation: Expect, document: Any) -> str | None:
     """A listing whose shape changed must not pass vacuously: nothing is a subset of anything."""
     ids = expectation.json_ids
-    if ids is None or "[*]" not in ids.path:
+    return _unreachable(ids.path, document) if ids is not None else None
+
+
+def _unreachable(path: str, document: Any) -> str | None:
+    if "[*]" not in path:
         return None
-    head = ids.path.split("[*]", 1)[0]
+    head = path.split("[*]", 1)[0]
     if any(isinstance(found, list | dict) for found in jsonpath.select(document, head)):
         return None
-    return f"{head} is not in the answer, so {ids.path} cannot be judged"
+    return f"{head} is not in the answer, so {path} cannot be judged"
 
 
 def _ids_problem(expectation: Expect, document: Any) -> str | None:
@@ -196,6 +250,8 @@ def expected(probe: Probe) -> str:
         return f"2xx showing {expectation.marker!r}"
     if isinstance(expectation, Denied):
         return f"a denial ({'/'.join(map(str, DENIAL_STATUSES))}) without {expectation.marker!r}"
+    if isinstance(expectation, Unchanged):
+        return _expected_unchanged(expectation)
     parts = ["/".join(str(code) for code in expectation.status)]
     parts += [f"{key} = {value!r}" for key, value in expectation.json.items()]
     ids = expectation.json_ids
@@ -204,3 +260,16 @@ def expected(probe: Probe) -> str:
     elif ids is not None and ids.equals is not None:
         parts.append(f"ids at {ids.path} exactly [{', '.join(ids.equals)}]")
     return ", ".join(parts)
+
+
+def _expected_unchanged(expectation: Unchanged) -> str:
+    before = expectation.before
+    if before is None:
+        return "an answer that can be read (no baseline to compare with)"
+    was = expectation.version or "the release before"
+    if expectation.ids is None:
+        return f"{'served' if before.served else 'refused'}, as {was} did"
+    if not before.served:
+        return f"refused, or no id at {expectation.ids}, as {was} did"
+    grants = f" (or {', '.join(sorted(expectation.allow_new))})" if expectation.allow_new else ""
+    return f"served, no id at {expectation.ids} that {was} did not show{grants}"

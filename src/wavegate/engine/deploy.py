@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from wavegate import drivers
 from wavegate.clock import Clock
@@ -100,6 +101,7 @@ class Start:
     abort: bool = False  # resume only to apply the failure policy (`wavegate abort`)
     force_conflicts: bool = False  # take fields other field managers own
     records: Mapping[str, Sequence[Record]] | None = None  # ledgers read already, by cluster
+    baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # journaled ones
 
 
 def start(app_name: str, version: str, *, fleet_file: Path | None, overrides: tuple[str, ...],
@@ -161,9 +163,12 @@ def _options(begin: Start, prepared: Prepared, report: RunReport) -> Options:
     seen, revisions = rebuild.observed_from_ledgers(begin.fleet.waves, records, begin.run_id)
     for name, status in seen.clusters.items():
         report.update(name, state=status.state.value, detail=status.reason)
+    for name, baseline in begin.baselines.items():
+        report.keep_baseline(name, dict(baseline))  # this journal must keep them too
     return Options(approved=approved, ignore_windows=begin.ignore_windows,
                    resume_from=replace(seen, stop=Ending.ABORTED) if begin.abort else seen,
-                   records=revisions, force_conflicts=begin.force_conflicts)
+                   records=revisions, force_conflicts=begin.force_conflicts,
+                   baselines=begin.baselines)
 
 
 def _bad_input_report(outputs: Outputs, run_id: str, app: str, version: str,

@@ -39,10 +39,10 @@ class Limits:
 
 
 def send(client: httpx.Client, method: str, path: str, *, headers: Mapping[str, str],
-         limits: Limits) -> Answer:
+         limits: Limits, content: bytes | None = None) -> Answer:
     """The answer to one request, or why there is none within `limits`."""
     exchange = _Exchange(client, method, path, {**headers, "Accept-Encoding": "identity"},
-                         limits)
+                         limits, content)
     threading.Thread(target=exchange.run, name="probe-send", daemon=True).start()
     if not exchange.done.wait(limits.deadline):
         exchange.abandoned.set()
@@ -61,8 +61,8 @@ class _Exchange:
     """One request on its own thread; the caller reads `answer` once `done` is set."""
 
     def __init__(self, client: httpx.Client, method: str, path: str, headers: dict[str, str],
-                 limits: Limits) -> None:
-        self.client, self.method, self.path = client, method, path
+                 limits: Limits, content: bytes | None) -> None:
+        self.client, self.method, self.path, self.content = client, method, path, content
         self.headers, self.limits = headers, limits
         self.done, self.abandoned = threading.Event(), threading.Event()
         self.status: int | None = None
@@ -81,6 +81,7 @@ class _Exchange:
         started = time.monotonic()
         try:
             with self.client.stream(self.method, self.path, headers=self.headers,
+                                    content=self.content,
                                     timeout=self.limits.deadline) as response:
                 self.status = response.status_code
                 return self._read(response, started)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ import structlog
 import tenacity
 
 from wavegate.config.checks import Probe, Suite
-from wavegate.decide import ledger
+from wavegate.decide import drift, ledger
 from wavegate.decide.verdict import Outcome, Verdict, expected, judge
 from wavegate.engine import credentials, http_probe
 
@@ -38,6 +38,8 @@ class Result:
     probe: Probe
     verdict: Verdict
     attempts: int
+    # The answer judged, for whoever must read more than the verdict (a baseline's ids).
+    answer: http_probe.Answer | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         principal = self.probe.principal.name if self.probe.principal else None
@@ -97,22 +99,34 @@ def new_client(endpoint: str, transport: httpx.BaseTransport | None = None) -> h
 
 def run_round(
     endpoint: str, suite: Suite, tokens: Mapping[str, str | None], *, deadline: float,
-    transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] | None = None,
-    client: httpx.Client | None = None,
+    baseline: drift.Baseline | None = None, transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
 ) -> Round:
-    """Send every probe of `suite` to `endpoint`; retries end at `deadline` seconds. `client`
-    (from `Clients`) reuses a run's connections; without one the round opens its own."""
+    """Send every probe of `suite` to `endpoint`; retries end at `deadline` seconds. Its
+    access_drift checks are judged against `baseline` (those it was taken for, if given).
+    `client` (from `Clients`) reuses a run's connections; without one the round opens its own."""
+    extra = drift.round_probes(baseline) if baseline else drift.unbaselined(suite.drifts)
+    return send_all(endpoint, suite.probes + extra, tokens, deadline=deadline,
+                    transport=transport, sleep=sleep, client=client)
+
+
+def send_all(
+    endpoint: str, probes: tuple[Probe, ...], tokens: Mapping[str, str | None], *,
+    deadline: float, transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
+) -> Round:
+    """Send `probes` in parallel, each retried while its verdict is retryable."""
     if client is None:
         with new_client(endpoint, transport) as own:
-            return run_round(endpoint, suite, tokens, deadline=deadline, sleep=sleep,
-                             client=own)
+            return send_all(endpoint, probes, tokens, deadline=deadline, sleep=sleep,
+                            client=own)
     failed = threading.Event()
 
     def probe_once(probe: Probe) -> Result:
         return _probe_with_retries(client, probe, tokens, deadline, failed, sleep)
 
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_PROBES, len(suite.probes) or 1)) as pool:
-        return Round(tuple(pool.map(probe_once, suite.probes)))
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_PROBES, len(probes) or 1)) as pool:
+        return Round(tuple(pool.map(probe_once, probes)))
 
 
 def _probe_with_retries(
@@ -120,39 +134,58 @@ def _probe_with_retries(
     failed: threading.Event, sleep: Callable[[float], None] | None,
 ) -> Result:
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda verdict: verdict.retryable),
+        retry=tenacity.retry_if_result(lambda judged: judged[0].retryable),
         stop=tenacity.stop_after_delay(deadline) | tenacity.stop_when_event_set(failed),
         wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
         before_sleep=_log_retry(probe),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         sleep=sleep or tenacity.nap.sleep,
     )
-    verdict: Verdict = retrying(_send, client, probe, tokens, deadline)
+    verdict, answer = retrying(_sampled, client, probe, tokens, deadline)
     if verdict.outcome is Outcome.FAIL:
         failed.set()
     attempts = retrying.statistics.get("attempt_number", 1)
-    return Result(probe=probe, verdict=verdict, attempts=attempts)
+    return Result(probe=probe, verdict=verdict, attempts=attempts, answer=answer)
+
+
+def _sampled(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
+             deadline: float) -> tuple[Verdict, http_probe.Answer]:
+    """`samples` answers (behind an ingress, from different replicas): the first that does
+    not pass is the verdict, since one replica that leaks is a leak."""
+    for _ in range(probe.samples):
+        answer = _send(client, probe, tokens, deadline)
+        verdict = judge(probe, answer)
+        if verdict.outcome is not Outcome.PASS:
+            break
+    return verdict, answer
 
 
 def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
-          deadline: float) -> Verdict:
+          deadline: float) -> http_probe.Answer:
     limits = http_probe.Limits(deadline=deadline if deadline > 0 else NO_RETRY_REQUEST_DEADLINE,
                                max_body=probe.max_body)
     name = probe.principal.name if probe.principal else None
     token = tokens.get(name) if name else None
-    answer = http_probe.send(client, probe.request.method, probe.request.path,
-                             headers=_headers(token), limits=limits)
+    answer = _exchange(client, probe, token, limits)
     # A token rotated since it was read is refused once, not counted: read it again, resend.
     fresh = credentials.refreshed(tokens, name, token) \
         if name and token and getattr(answer, "status", None) == 401 else None
-    if fresh:
-        answer = http_probe.send(client, probe.request.method, probe.request.path,
-                                 headers=_headers(fresh), limits=limits)
-    return judge(probe, answer)
+    return _exchange(client, probe, fresh, limits) if fresh else answer
 
 
-def _headers(token: str | None) -> dict[str, str]:
+def _exchange(client: httpx.Client, probe: Probe, token: str | None,
+              limits: http_probe.Limits) -> http_probe.Answer:
+    request = probe.request
+    headers = {**dict(request.headers), **_headers(token, json_body=request.body is not None)}
+    return http_probe.send(client, request.method, request.target, headers=headers,
+                           limits=limits,
+                           content=request.body.encode() if request.body is not None else None)
+
+
+def _headers(token: str | None, *, json_body: bool = False) -> dict[str, str]:
     headers = {"Accept": "application/json"}
+    if json_body:
+        headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -160,7 +193,7 @@ def _headers(token: str | None) -> dict[str, str]:
 
 def _log_retry(probe: Probe) -> Callable[[tenacity.RetryCallState], None]:
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        verdict = state.outcome.result() if state.outcome else None
+        verdict = state.outcome.result()[0] if state.outcome else None
         log.info("check.retry", check=probe.check, request=str(probe.request),
                  principal=probe.principal.name if probe.principal else None,
                  attempt=state.attempt_number, detail=getattr(verdict, "detail", None))

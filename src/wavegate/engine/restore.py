@@ -20,7 +20,7 @@ from wavegate.config import checks
 from wavegate.config.app import Release
 from wavegate.config.checks import Suite
 from wavegate.config.fleet import Policy
-from wavegate.decide import rollout
+from wavegate.decide import drift, rollout
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import ClusterStatus, State
 from wavegate.drivers.base import Driver
@@ -44,13 +44,16 @@ def restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
     on_state: Callable[[State], None] = lambda state: None,
+    baseline: drift.Baseline | None = None,
 ) -> Restored:
     """Roll back to `target`; whatever goes wrong is a failed rollback, except `Preempted`
-    (someone else took the cluster: their word stands), which is raised."""
+    (someone else took the cluster: their word stands), which is raised. With the access
+    `baseline` taken before the failed release, the restored one must show what it showed."""
     on_state(State.ROLLING_BACK)
     try:
         result = _restore(driver, app=app, records=records, replacing=replacing, target=target,
-                          run_id=run_id, by=by, reason=reason, policy=policy, clock=clock)
+                          run_id=run_id, by=by, reason=reason, policy=policy, clock=clock,
+                          baseline=baseline.for_rollback() if baseline else None)
     except Preempted:
         raise
     except WavegateError as error:
@@ -69,6 +72,7 @@ def restore(
 def _restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
+    baseline: drift.Baseline | None,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
@@ -87,7 +91,7 @@ def _restore(
         rollback_of=replacing.revision if replacing else None)
     driver.apply(release, holder=run_id)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    status, last = _verify(driver.endpoint(), suite, tokens, policy, clock)
+    status, last = _verify(driver.endpoint(), suite, tokens, policy, clock, baseline)
     results = [result.as_dict() for result in last.results]
     failed = status.state is State.FAILED
     ledgerio.mark(driver, app, record.revision, holder=run_id, current=record,
@@ -133,11 +137,12 @@ def _as_read(replacing: Record | None, records: Sequence[Record]) -> Record | No
 
 
 def _verify(endpoint: str, suite: Suite, tokens: Mapping[str, str | None], policy: Policy,
-            clock: Clock) -> tuple[ClusterStatus, probes.Round]:
+            clock: Clock, baseline: drift.Baseline | None) -> tuple[ClusterStatus, probes.Round]:
     """Rounds until the restored release passes, fails, or errs `max_check_errors` times."""
     status = ClusterStatus(State.VERIFYING)
     while True:
-        last = probes.run_round(endpoint, suite, tokens, deadline=policy.check_timeout)
+        last = probes.run_round(endpoint, suite, tokens, deadline=policy.check_timeout,
+                                baseline=baseline)
         status = rollout.after_round(status, last.outcome, policy, clock.now(),
                                      probes.describe(last))
         if status.state is not State.VERIFYING:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wavegate.config.app import App, env_values, merged_values
 from wavegate.config.app import resolve as resolve_app
@@ -36,6 +37,7 @@ class Found:
     outcome: str | None  # None: it was still running (or was killed)
     live: Mapping[str, Driver] | None = None  # connected while finding it in the ledgers
     records: Mapping[str, Sequence[Record]] | None = None
+    baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # access drift
 
 
 def start(run_id: str | None, *, app_name: str | None, fleet_file: Path | None,
@@ -64,7 +66,8 @@ def find(run_id: str | None, *, app_name: str | None = None,
 
 def journaled(run_id: str) -> Found:
     data, inputs = journal.read(run_id)
-    return Found(run_id, inputs, outcome=data.get("outcome"))
+    return Found(run_id, inputs, outcome=data.get("outcome"),
+                 baselines=data.get("baselines", {}))
 
 
 def _from_ledgers(run_id: str | None, fleet_file: Path, app: App) -> Found:
@@ -103,7 +106,7 @@ def begin(found: Found, *, promote: bool = False, abort: bool = False) -> deploy
         overrides=inputs.overrides, set_env=inputs.set_env, auto_approve=inputs.auto_approve,
         ignore_windows=inputs.ignore_windows, approved=frozenset(inputs.approved) | opened,
         resuming=True, abort=abort, force_conflicts=inputs.force_conflicts,
-        records=found.records)
+        records=found.records, baselines=found.baselines)
 
 
 def _secret_values(found: Found) -> dict[str, str]:

@@ -14,6 +14,7 @@ policy like a failed check. A bug is logged as one, its traceback at debug level
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,12 +29,12 @@ from wavegate.config import durations, windows
 from wavegate.config.app import Release
 from wavegate.config.checks import Suite
 from wavegate.config.fleet import Fleet
-from wavegate.decide import ledger, rollout
+from wavegate.decide import drift, ledger, rollout
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import Decision, Ending, Observed, State
 from wavegate.drivers.base import Driver
+from wavegate.engine import baselines, probes, restore
 from wavegate.engine import ledger_writes as ledgerio
-from wavegate.engine import probes, restore
 from wavegate.engine.notify import Notifier
 from wavegate.errors import (
     EXIT_BAD_INPUT,
@@ -80,6 +81,7 @@ class Options:
     records: Mapping[str, Record] = dataclasses.field(default_factory=dict)
     force_conflicts: bool = False  # take fields other field managers own
     wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+    baselines: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 class Runner:
@@ -99,6 +101,9 @@ class Runner:
         self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
         self._clients = probes.Clients()  # one keep-alive client per cluster for the run
+        self._salt = secrets.token_hex(16)  # fingerprints this run's access baselines
+        self.baselines = {name: drift.Baseline.from_json(data, targets[name].suite.drifts)
+                          for name, data in self.options.baselines.items() if name in targets}
 
     def _pool_size(self) -> int:
         widest = max((wave.max_parallel for wave in self.fleet.waves), default=1)
@@ -233,6 +238,7 @@ class Runner:
         previous = ledger.live([r for r in records if resumed is None
                                 or r.revision != resumed.revision])
         self.report.update(name, from_version=previous.version if previous else None)
+        self._take_baseline(name, target, previous, resumed=resumed is not None)
         if resumed is not None and resumed.status in (Status.APPLYING, Status.INTERRUPTED):
             record = ledgerio.mark(driver, release.app, resumed.revision, holder=self.run_id,
                                    status=Status.APPLYING)  # a resumed run redoes this step
@@ -246,6 +252,23 @@ class Runner:
         log.info("cluster.applying", run_id=self.run_id, cluster=name,
                  revision=record.revision, version=release.version)
         driver.apply(release, holder=self.run_id, force_conflicts=self.options.force_conflicts)
+
+    def _take_baseline(self, name: str, target: Target, live: Record | None, *,
+                       resumed: bool) -> None:
+        """Access drift: ask the release live on `name` who sees what, before it changes."""
+        drifts = target.suite.drifts
+        if not drifts or name in self.baselines:
+            return
+        if resumed:  # it may serve the new release already: its answers are no baseline
+            taken = drift.nothing_live(drifts, self._salt, note=drift.LOST)
+        elif live is None:
+            taken = drift.nothing_live(drifts, self._salt)
+        else:
+            taken = baselines.take(target.driver.endpoint(), drifts, target.tokens,
+                                   version=live.version, salt=self._salt,
+                                   deadline=self.fleet.policy.check_timeout)
+        self.baselines[name] = taken
+        self.report.keep_baseline(name, taken.to_json())
 
     # --- bake and watch ----------------------------------------------------------------------
 
@@ -265,6 +288,7 @@ class Runner:
         endpoint = target.driver.endpoint()
         result = probes.run_round(endpoint, target.suite, target.tokens,
                                   deadline=self.fleet.policy.check_timeout,
+                                  baseline=self.baselines.get(name),
                                   client=self._clients.get(endpoint))
         self._record_round(name, result)
         with self._guard:
@@ -336,7 +360,8 @@ class Runner:
                 driver, app=self._app, records=records, replacing=replacing, target=target,
                 run_id=self.run_id, by=self.by, reason=f"rollback: {reason}",
                 policy=self.fleet.policy, clock=self.clock,
-                on_state=lambda state: self._set_state(name, state))
+                on_state=lambda state: self._set_state(name, state),
+                baseline=self.baselines.get(name))
         except Preempted as error:
             log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
             self.stop(Ending.PREEMPTED)

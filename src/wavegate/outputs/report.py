@@ -53,6 +53,9 @@ class RunReport:
     inputs: dict[str, Any] | None = None  # what resume needs (journal.Inputs), never secrets
     fleet: str | None = None
     by: str | None = None  # who ran it, as the ledger records it
+    # Per cluster, the access baseline taken before it changed (ids only as fingerprints), so
+    # a resumed run compares against the same one.
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -72,6 +75,11 @@ class RunReport:
                 setattr(entry, key, value)
         self._notify()
 
+    def keep_baseline(self, cluster: str, baseline: dict[str, Any]) -> None:
+        with self._lock:
+            self.baselines[cluster] = baseline
+        self._notify()
+
     def finish(self, *, outcome: str, exit_code: int, message: str | None = None) -> None:
         with self._lock:
             self.outcome, self.exit_code, self.message = outcome, exit_code, message
@@ -89,6 +97,8 @@ class RunReport:
             }
             if self.inputs is not None:
                 data["inputs"] = dict(self.inputs)
+            if self.baselines:
+                data["baselines"] = dict(self.baselines)
         scrubbed: dict[str, Any] = redact.scrub_data(data)
         return scrubbed
 
