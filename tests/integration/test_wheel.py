@@ -105,7 +105,12 @@ def test_the_demo_runs_from_a_bare_wheel_in_an_empty_folder(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "The safety net held." in done.stdout
     assert "Traceback" not in done.stderr
-    assert list(tmp_path.iterdir()) == []  # nothing written where it was run
+    # Where it was run, only the run's journal and its page, where every run keeps them.
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")
+                     if path.is_file())
+    assert [Path(name).suffix for name in written] == [".html", ".json"], written
+    assert all(name.startswith(".wavegate/runs/") for name in written), written
+    assert str(tmp_path / written[0]) in done.stdout  # the page's path is printed
 
 
 # --- the GitHub Action ----------------------------------------------------------------------
