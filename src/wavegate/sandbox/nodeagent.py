@@ -51,6 +51,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 
 from wavegate import filestore
+from wavegate.drivers import kubewatch
 from wavegate.localfleet import objects, pods
 from wavegate.localfleet.ingress import Ingress
 
@@ -273,15 +274,12 @@ def now() -> str:
 # --- the mirror of one kind: list, then watch, list again on 410 Gone ---------------------
 
 
-class _Gone(Exception):
-    """The watch's resourceVersion is too old: list again."""
-
-
 class Mirror:
     """The objects of one kind in every namespace, as raw JSON, kept current on a thread.
 
     Raw JSON rather than client models: the helpers above read manifests as dicts, and the
-    models would re-validate every object of every event.
+    models would re-validate every object of every event. The list-then-watch loop is
+    `kubewatch.ListWatch`, the Kubernetes driver's own.
     """
 
     def __init__(self, kind: str, list_all: Callable[..., Any], on_change: Callable[[], None]):
@@ -298,36 +296,22 @@ class Mirror:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            follower = kubewatch.ListWatch(list_=self._list, watch=self._open,
+                                           on_sync=self._synced, on_event=self._changed,
+                                           stopped=stop)
             try:
-                self._watch(self._list(), stop)
-            except _Gone:
-                log.info("%s watch expired (410 Gone): listing again", self.kind)
-            except API_ERRORS as e:
+                follower.run()
+            except (*API_ERRORS, kubewatch.Failed) as e:
                 log.warning("%s list/watch failed: %s", self.kind, _short(e))
                 stop.wait(RETRY_SECONDS)
             except Exception:  # a bug here must not leave the agent blind for good
                 log.exception("%s list/watch failed", self.kind)
                 stop.wait(RETRY_SECONDS)
 
-    def _list(self) -> str:
-        body = _body(self._list_all(_request_timeout=TIMEOUT, _preload_content=False))
-        with self._lock:
-            self._objects = {_namespaced_name(item): item for item in body["items"]}
-        self.synced.set()
-        self._on_change()
-        return str(body["metadata"]["resourceVersion"])
+    def _list(self) -> Json:
+        return _body(self._list_all(_request_timeout=TIMEOUT, _preload_content=False))
 
-    def _watch(self, version: str, stop: threading.Event) -> None:
-        """Follow changes from VERSION, one watch request after another, until told to stop."""
-        while not stop.is_set():
-            response = self._open_watch(version)
-            try:
-                for line in _lines(response):
-                    version = self._apply(json.loads(line)) or version
-            finally:
-                response.release_conn()
-
-    def _open_watch(self, version: str) -> Any:
+    def _open(self, version: str) -> Any:
         try:
             return self._list_all(
                 watch=True,
@@ -339,25 +323,22 @@ class Mirror:
             )
         except ApiException as e:  # usually an ERROR event in the stream; sometimes the status
             if e.status == 410:
-                raise _Gone() from e
+                raise kubewatch.Gone() from e
             raise
 
-    def _apply(self, event: Json) -> str | None:
-        """Apply one watch event; the resourceVersion it brings, if any."""
-        kind, body = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if body.get("code") == 410:
-                raise _Gone()
-            raise ApiException(status=body.get("code"), reason=body.get("message"))
-        version = body.get("metadata", {}).get("resourceVersion")
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            with self._lock:
-                if kind == "DELETED":
-                    self._objects.pop(_namespaced_name(body), None)
-                else:
-                    self._objects[_namespaced_name(body)] = body
-            self._on_change()
-        return str(version) if version else None
+    def _synced(self, items: list[Json]) -> None:
+        with self._lock:
+            self._objects = {_namespaced_name(item): item for item in items}
+        self.synced.set()
+        self._on_change()
+
+    def _changed(self, kind: str, body: Json) -> None:
+        with self._lock:
+            if kind == "DELETED":
+                self._objects.pop(_namespaced_name(body), None)
+            else:
+                self._objects[_namespaced_name(body)] = body
+        self._on_change()
 
 
 # --- the agent ---------------------------------------------------------------------------
@@ -698,17 +679,6 @@ def _body(response: Any) -> Json:
     """
     body: Json = json.loads(response.data)
     return body
-
-
-def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
-    """The lines of a streamed answer (a watch sends one JSON event per line), as they come."""
-    pending = b""
-    for chunk in response.stream(decode_content=True):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line.decode() for line in complete if line.strip())
-    if pending.strip():
-        yield pending.decode()
 
 
 def _short(error: BaseException, limit: int = 300) -> str:
