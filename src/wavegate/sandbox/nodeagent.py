@@ -10,9 +10,9 @@ Owns, for its one cluster:
 - the Node `node-<cluster>`, registered Ready (no heartbeats: no node lifecycle controller runs);
 - scheduling: every Pod without a nodeName is bound to that node (a Binding, as kube-scheduler);
 - running: each bound pod's first container as a local process through `localfleet.pods.Runner`,
-  on its own loopback address, its argv from the images map (`localfleet.objects.image_command`)
-  and its env from the pod spec, ConfigMaps and Secrets read through the API
-  (`localfleet.objects.resolve_env`);
+  on its own loopback address, built as the local fleet builds its pods (`localfleet.podspec`:
+  the argv from the images map, the env from the pod spec, ConfigMaps and Secrets read through
+  the API);
 - pod status, patched whenever it changes: phase, Ready/ContainersReady, podIP, and the
   container's state, restarts and last exit code, which Deployments roll out by;
 - termination: a pod with a deletionTimestamp is stopped, then deleted with grace period 0
@@ -22,7 +22,7 @@ Owns, for its one cluster:
 - D/agent.json (`{"pid", "ingress", "node"}`) while it serves; D/pods/ holds the pod logs.
 
 Must not decide rollouts (the Deployment and ReplicaSet controllers do), nor talk to any API
-server but its own. Pure helpers (`pod_spec`, `status_patch`, `ingress_service`, `endpoints`)
+server but its own. Pure helpers (`status_patch`, `ingress_service`, `endpoints`)
 are apart from the I/O: `Mirror` (list+watch of one kind) and `Agent` (the loop that acts).
 
 Threads: the main thread owns the Runner (start/stop/tick: PR_SET_PDEATHSIG ties pods to the
@@ -52,7 +52,8 @@ from kubernetes.client import ApiException
 
 from wavegate import filestore
 from wavegate.drivers import kubewatch
-from wavegate.localfleet import objects, pods
+from wavegate.localfleet import objects, pods, podspec
+from wavegate.localfleet import status as pod_status
 from wavegate.localfleet.ingress import Ingress
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
     "main",
     "node_body",
     "pod_key",
-    "pod_spec",
     "register",
     "status_patch",
 ]
@@ -113,23 +113,6 @@ def container_of(pod: Mapping[str, Any]) -> objects.Container:
     return objects.parse_deployment(objects.Manifest.from_dict("Pod", wrapper)).container
 
 
-def pod_spec(
-    key: str, container: objects.Container, argv: Sequence[str], env: Mapping[str, str], cwd: Path
-) -> pods.PodSpec:
-    """What the Runner runs for a pod: its argv and env, its first port, its readinessProbe."""
-    readiness = container.readiness
-    probe = pods.readiness_probe(readiness.port, readiness.path) if readiness else None
-    return pods.PodSpec(
-        name=key,
-        argv=tuple(argv),
-        env=dict(env),
-        port=container.port,
-        readiness=probe,
-        failure_threshold=readiness.failure_threshold if readiness else 3,
-        cwd=cwd,
-    )
-
-
 @dataclass(frozen=True)
 class ContainerView:
     """What the agent knows of a pod's container: the input of its status."""
@@ -155,8 +138,13 @@ def status_patch(view: ContainerView) -> Json:
     status: Json = {
         "phase": "Running" if view.started_at else "Pending",
         "hostIP": "127.0.0.1",
-        "conditions": _conditions(view.name, ready, view.ready_since),
-        "containerStatuses": [_container_status(view, ready)],
+        "conditions": pod_status.pod_conditions(view.name, ready, view.ready_since),
+        "containerStatuses": [
+            pod_status.container_status(
+                name=view.name, image=view.image, process=process, problem=view.problem,
+                started_at=view.run_started_at or view.started_at,
+            )  # no termination message: a pod's log never reaches the API (it may hold secrets)
+        ],
     }
     if view.started_at:
         status["startTime"] = view.started_at
@@ -164,54 +152,6 @@ def status_patch(view: ContainerView) -> Json:
         status["podIP"] = process.host
         status["podIPs"] = [{"ip": process.host}]
     return {"status": status}
-
-
-def _conditions(container: str, ready: bool, since: str) -> list[Json]:
-    readiness = {"status": "True" if ready else "False", "lastTransitionTime": since or None}
-    if not ready:
-        readiness["reason"] = "ContainersNotReady"
-        readiness["message"] = f"containers with unready status: [{container}]"
-    return [
-        {"type": "PodScheduled", "status": "True"},
-        {"type": "Initialized", "status": "True"},
-        {"type": "ContainersReady", **readiness},
-        {"type": "Ready", **readiness},
-    ]
-
-
-def _container_status(view: ContainerView, ready: bool) -> Json:
-    process = view.process
-    status: Json = {
-        "name": view.name,
-        "image": view.image,
-        "imageID": "",
-        "ready": ready,
-        "started": process is not None and process.running,
-        "restartCount": process.restarts if process is not None else 0,
-        "state": _state(view),
-        "lastState": {},
-    }
-    if process is not None and process.running:
-        status["containerID"] = f"process://{process.pid}"
-    if process is not None and process.last_exit_code is not None:
-        code = process.last_exit_code
-        status["lastState"] = {
-            "terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}
-        }
-    return status
-
-
-def _state(view: ContainerView) -> Json:
-    process = view.process
-    if process is not None and process.running:
-        return {"running": {"startedAt": view.run_started_at or view.started_at}}
-    if view.problem is not None:
-        reason, message = view.problem
-        return {"waiting": {"reason": reason, "message": message}}
-    if process is not None and process.last_exit_code is not None:
-        message = f"back-off restarting failed container {view.name}"
-        return {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
-    return {"waiting": {"reason": "ContainerCreating"}}
 
 
 @dataclass(frozen=True)
@@ -478,18 +418,20 @@ class Agent:
         uid = pod["metadata"]["uid"]
         try:
             container = container_of(pod)
-            spec = pod_spec(
+        except objects.SpecError as e:  # the pod spec never changes: no retry
+            self._problem(key, uid, podspec.CONFIG_ERROR, str(e), retry=float("inf"))
+            return
+        try:
+            settings = self._settings
+            spec = podspec.build(
                 key,
                 container,
-                self._argv(container),
-                self._env(pod, container),
-                self._settings.state_dir,
+                argv=podspec.command(container, settings.images, settings.python),
+                env=self._env(pod, container),
+                cwd=settings.state_dir,
             )
-        except _CannotStart as e:
+        except podspec.CannotStart as e:
             self._problem(key, uid, e.reason, e.message, retry=RETRY_SECONDS)
-            return
-        except objects.SpecError as e:  # the pod spec never changes: no retry
-            self._problem(key, uid, "CreateContainerError", str(e), retry=float("inf"))
             return
         self._problems.pop(key, None)
         log.info("pod %s: starting %s", key, " ".join(spec.argv))
@@ -505,30 +447,14 @@ class Agent:
             since = known.since
         self._problems[key] = _Problem(uid, reason, message, time.monotonic() + retry, since)
 
-    def _argv(self, container: objects.Container) -> tuple[str, ...]:
-        settings = self._settings
-        argv = objects.image_command(container.image, settings.images, settings.python)
-        if argv is None:
-            known = ", ".join(sorted(settings.images)) or "none"
-            message = f"image {container.image!r} has no command in the images map ({known})"
-            raise _CannotStart("ErrImagePull", message)
-        return argv
-
     def _env(self, pod: Json, container: objects.Container) -> dict[str, str]:
-        """The container's env, plus PATH, and PYTHONPATH reaching this wavegate's folder."""
-        try:
-            env = objects.resolve_env(container, pod["metadata"]["namespace"], self._lookup)
-        except objects.EnvError as e:
-            raise _CannotStart("CreateContainerConfigError", str(e)) from e
-        except API_ERRORS as e:
-            raise _CannotStart("CreateContainerConfigError", _short(e)) from e
+        """The container's env, with PYTHONPATH reaching this wavegate's folder."""
         own = str(Path(__file__).resolve().parents[2])
-        paths = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-        return {
-            "PATH": os.environ.get("PATH", os.defpath),
-            **env,
-            "PYTHONPATH": os.pathsep.join([*paths, own]),
-        }
+        try:
+            return podspec.environment(container, pod["metadata"]["namespace"], self._lookup,
+                                       pythonpath=[own])
+        except API_ERRORS as e:  # a ConfigMap or Secret could not be read: tried again later
+            raise podspec.CannotStart(podspec.CONFIG_ERROR, _short(e)) from e
 
     def _lookup(self, kind: str, namespace: str, name: str) -> objects.Manifest | None:
         """A ConfigMap or Secret read through the API; None when it does not exist."""
@@ -661,14 +587,6 @@ class Agent:
             log.warning("%s: %s", what, _short(e))
             return False
         return True
-
-
-class _CannotStart(Exception):
-    """A pod cannot start yet: the reason and message its waiting state shows."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
 
 
 def _body(response: Any) -> Json:
