@@ -263,16 +263,12 @@ class Agent:
     def _endpoints(
         self, service: objects.Service, statuses: Mapping[str, pods.PodStatus]
     ) -> list[str]:
-        endpoints = []
-        for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created):
-            pod = statuses.get(name)
-            if pod is None or not pod.ready or pod.terminating:
-                continue
-            found = service.endpoint(namespace=meta.namespace, labels=meta.labels,
-                                     container=meta.container, host=pod.host)
-            if found is not None:
-                endpoints.append(found)
-        return endpoints
+        backends = [
+            status.Backend(meta.namespace, meta.labels, meta.container, statuses[name])
+            for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created)
+            if name in statuses
+        ]
+        return status.endpoints(service, backends)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The status files of a local cluster (`CLUSTER_DIR/status/*.json`), as pure functions.
 
 Owns the shape the driver reads: for a Deployment `observedGeneration`, the replica counts,
-one `Progressing` condition and its pods; for a Service its endpoints; for a kind the agent
+one `Progressing` condition and its pods; for a Service its endpoints (`endpoints`, the
+ingress's backends under both agents); for a kind the agent
 does not run `{"supported": false, "message": ...}`. Must not do I/O: the agent writes what
 these return, and only when it changed.
 
@@ -24,18 +25,20 @@ summary for a reader of the file; the driver does not judge by it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wavegate.localfleet import pods
+from wavegate.localfleet import objects, pods
 
 __all__ = [
     "TEMPLATE_HASH_LABEL",
+    "Backend",
     "OwnedPod",
     "Problem",
     "container_status",
     "deployment_status",
+    "endpoints",
     "pod_conditions",
     "service_status",
     "stopped_status",
@@ -243,6 +246,31 @@ def stopped_status(generation: int) -> dict[str, Any]:
         "conditions": [_condition("False", "AgentStopped", "the cluster agent is not running")],
         "pods": [],
     }
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A pod the ingress could send to: where it runs, how it is labelled, whether it is ready."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    container: objects.Container
+    process: pods.PodStatus
+
+
+def endpoints(service: objects.Service, backends: Iterable[Backend]) -> list[str]:
+    """`host:port` of the ready, running pods SERVICE selects, targetPort by number or name:
+    what both agents point their ingress at."""
+    found = []
+    for backend in backends:
+        process = backend.process
+        if not process.ready or process.terminating or not process.host:
+            continue
+        endpoint = service.endpoint(namespace=backend.namespace, labels=backend.labels,
+                                    container=backend.container, host=process.host)
+        if endpoint is not None:
+            found.append(endpoint)
+    return found
 
 
 def service_status(*, ingress: bool, endpoints: Sequence[str], message: str = "") -> dict[str, Any]:

@@ -22,7 +22,7 @@ Owns, for its one cluster:
 - D/agent.json (`{"pid", "ingress", "node"}`) while it serves; D/pods/ holds the pod logs.
 
 Must not decide rollouts (the Deployment and ReplicaSet controllers do), nor talk to any API
-server but its own. Pure helpers (`status_patch`, `ingress_service`, `endpoints`)
+server but its own. Pure helpers (`status_patch`, `ingress_service`)
 are apart from the I/O: `Mirror` (list+watch of one kind) and `Agent` (the loop that acts).
 
 Threads: the main thread owns the Runner (start/stop/tick: PR_SET_PDEATHSIG ties pods to the
@@ -58,12 +58,10 @@ from wavegate.localfleet.ingress import Ingress
 
 __all__ = [
     "Agent",
-    "Backend",
     "ContainerView",
     "Mirror",
     "Settings",
     "container_of",
-    "endpoints",
     "ingress_service",
     "main",
     "node_body",
@@ -154,16 +152,6 @@ def status_patch(view: ContainerView) -> Json:
     return {"status": status}
 
 
-@dataclass(frozen=True)
-class Backend:
-    """A pod the ingress could send to: where it runs, how it is labelled, whether it is ready."""
-
-    namespace: str
-    labels: Mapping[str, str]
-    container: objects.Container
-    process: pods.PodStatus
-
-
 def ingress_service(services: Iterable[Mapping[str, Any]]) -> tuple[objects.Service | None, str]:
     """The Service the ingress serves, or None and why.
 
@@ -185,20 +173,6 @@ def ingress_service(services: Iterable[Mapping[str, Any]]) -> tuple[objects.Serv
     if selecting:
         return None, f'several Services and none annotated {objects.INGRESS_ANNOTATION}: "true"'
     return None, "; ".join(unusable) or "no Service selects pods"
-
-
-def endpoints(service: objects.Service, backends: Iterable[Backend]) -> list[str]:
-    """`host:port` of the ready, running pods SERVICE selects, targetPort by number or name."""
-    found = []
-    for backend in backends:
-        process = backend.process
-        if not process.ready or process.terminating or not process.host:
-            continue
-        endpoint = service.endpoint(namespace=backend.namespace, labels=backend.labels,
-                                    container=backend.container, host=process.host)
-        if endpoint is not None:
-            found.append(endpoint)
-    return found
 
 
 def _namespaced_name(body: Mapping[str, Any]) -> str:
@@ -561,16 +535,17 @@ class Agent:
         if service is None:
             self._ingress.set_backends([], detail=detail)
             return
-        self._ingress.set_backends(endpoints(service, self._backends(current)))
+        self._ingress.set_backends(pod_status.endpoints(service, self._backends(current)))
 
-    def _backends(self, current: Mapping[str, Json]) -> Iterator[Backend]:
+    def _backends(self, current: Mapping[str, Json]) -> Iterator[pod_status.Backend]:
         statuses = self._runner.statuses()
         for key, running in sorted(self._running.items(), key=lambda item: item[1].started_at):
             pod, process = current.get(key), statuses.get(key)
             if pod is None or process is None or pod["metadata"]["uid"] != running.uid:
                 continue
             labels = pod["metadata"].get("labels") or {}
-            yield Backend(pod["metadata"]["namespace"], labels, running.container, process)
+            yield pod_status.Backend(pod["metadata"]["namespace"], labels, running.container,
+                                     process)
 
     # -- plumbing --------------------------------------------------------------------------
 
