@@ -684,23 +684,35 @@ def test_a_release_rolls_out_updates_and_a_crashing_one_is_caught(kube: fleet.Cl
     assert max(timings.values()) < 30
 
 
-def test_a_rollout_that_times_out_says_why_its_new_pod_is_waiting(kube: fleet.Cluster) -> None:
+def test_an_unmapped_image_fails_at_once_and_a_timeout_says_why_a_new_pod_waits(
+        kube: fleet.Cluster) -> None:
     driver = KubernetesDriver(kube)
     good = App.from_folder(ROOT / "manifests" / "library-app").render(kube, "1.1.0")
-    missing = json.loads(json.dumps(good.manifests))
-    for manifest in missing:
-        if manifest["kind"] == "Deployment":
-            manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "no-such-image:1"
-    unpullable = Release(app=good.app, version="1.3.0", manifests=tuple(missing),
-                         checks=good.checks)
+
+    def variant(version: str, change: Callable[[dict[str, Any]], None]) -> Release:
+        manifests = json.loads(json.dumps(good.manifests))
+        for manifest in manifests:
+            if manifest["kind"] == "Deployment":
+                change(manifest["spec"]["template"]["spec"]["containers"][0])
+        return Release(app=good.app, version=version, manifests=tuple(manifests),
+                       checks=good.checks)
+
+    unmapped = variant("1.3.0", lambda c: c.update(image="no-such-image:1"))
+    never_ready = variant("1.4.0", lambda c: c["readinessProbe"]["httpGet"].update(
+        path="/no-such-path"))
     try:
         driver.acquire_lock("library-app", holder="run-2", ttl=60, force=True)
-        driver.apply(unpullable, holder="run-2")
-        with pytest.raises(RolloutFailed) as failed:
-            driver.wait_rollout(unpullable, timeout=3)
+        driver.apply(unmapped, holder="run-2")
+        with pytest.raises(RolloutFailed) as not_pulled:
+            driver.wait_rollout(unmapped, timeout=120)  # not waited out: no wait cures it
+        driver.apply(never_ready, holder="run-2")
+        with pytest.raises(RolloutFailed) as timed_out:
+            driver.wait_rollout(never_ready, timeout=3)
         driver.apply(good, holder="run-2")
         driver.wait_rollout(good, timeout=60)
     finally:
         driver.close()
-    assert str(failed.value).startswith("Deployment/library-app: not rolled out after 3s: ")
-    assert ": ErrImagePull: " in str(failed.value)
+    assert "not rolled out after" not in str(not_pulled.value)
+    assert " is ErrImageNeverPull: image 'no-such-image:1'" in str(not_pulled.value)
+    assert str(timed_out.value).startswith("Deployment/library-app: not rolled out after 3s: ")
+    assert ": ContainersNotReady: " in str(timed_out.value)

@@ -366,6 +366,9 @@ class _Answer:
         for event in self._events:
             yield json.dumps(event).encode() + b"\n"
 
+    def close(self) -> None:
+        pass
+
     def release_conn(self) -> None:
         pass
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import TOKENS, LocalFleet, Result
 
@@ -115,7 +116,23 @@ def test_crashing_release_fails_its_rollout_and_is_rolled_back(
     variant = local_fleet.app_variant("crashing", configmap_extra=FAULTY)
     result = local_fleet.deploy(str(variant), "1.1.0", "--set", "leak=", "--set", "fault=crash")
     assert result.code == 1, result.stderr
-    assert "rollout failed" in result.stdout and "PodCrashed" in result.stdout
+    assert "rollout failed" in result.stdout and "exited with code 1" in result.stdout
+    assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+
+
+def test_an_image_with_no_command_fails_its_rollout_at_once(local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    document = yaml.safe_load(local_fleet.fleet_file.read_text())
+    document["policy"]["rollout_timeout"] = "2m"  # what the rollout must not wait out
+    local_fleet.fleet_file.write_text(yaml.safe_dump(document))
+    variant = local_fleet.app_variant("unmapped", configmap_extra={})
+    manifest = variant / "deployment.yaml"
+    manifest.write_text(manifest.read_text().replace("image: library-app:", "image: nginx:"))
+    result = local_fleet.deploy(str(variant), "1.1.0")
+    assert result.code == 1, result.stderr
+    assert "ErrImageNeverPull" in result.stdout and "'nginx:1.1.0'" in result.stdout
+    assert "not rolled out after" not in result.stdout
+    assert ever_ran(local_fleet, "1.1.0") == {"prod-0"}
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
 
 

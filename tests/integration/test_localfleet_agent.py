@@ -53,8 +53,8 @@ class Cluster:
         body: dict[str, Any] | None = filestore.read_json(self.root / "status" / f"{key}.json",
                                                              missing_ok=True)
         for pod in (body or {}).get("pods", []):
-            if pod.get("pid"):
-                self.pids.add(pod["pid"])
+            if pid_of(pod):
+                self.pids.add(pid_of(pod))
         return body
 
     def wait(
@@ -86,6 +86,16 @@ class Cluster:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
+
+
+def pid_of(pod: dict[str, Any]) -> int:
+    """The process a pod runs as (`containerID: process://PID`); 0 when it runs none."""
+    container_id = pod["status"]["containerStatuses"][0].get("containerID", "")
+    return int(container_id.removeprefix("process://") or 0)
+
+
+def template_hash_of(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["labels"]["pod-template-hash"])
 
 
 def deployment(version: str, generation: int, **env: str) -> dict[str, Any]:
@@ -221,14 +231,14 @@ def test_rollout_update_crash_and_rollback_through_the_ingress(cluster: Cluster)
     status = cluster.wait_progressing(1, "NewReplicaSetAvailable")
     first_rollout = time.monotonic() - started
     assert (status["replicas"], status["updatedReplicas"], status["availableReplicas"]) == (3, 3, 3)
-    assert len({p["address"] for p in status["pods"]}) == 3
-    assert all(not p["address"].startswith("127.0.0.1:") for p in status["pods"])
+    assert len({p["status"]["podIP"] for p in status["pods"]}) == 3
+    assert all(p["status"]["podIP"] != "127.0.0.1" for p in status["pods"])
     assert cluster.get("/version") == (200, {"version": "1.0.0"})
-    assert pod_env(status["pods"][0]["pid"]) == {
+    assert pod_env(pid_of(status["pods"][0])) == {
         "GREETING": "hello",
         "PASSWORD": "s3cret",
         "CFG_greeting": "hello",
-        "HOST": status["pods"][0]["address"].split(":")[0],
+        "HOST": status["pods"][0]["status"]["podIP"],
         "PORT": "8080",
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(SRC),
@@ -243,7 +253,7 @@ def test_rollout_update_crash_and_rollback_through_the_ingress(cluster: Cluster)
     assert traffic.failures() == []
     versions = [version for _, version in traffic.answers]
     assert versions[0] == "1.0.0" and versions[-1] == "2.0.0"
-    assert {p["template_hash"] for p in status["pods"]} == {status["pods"][0]["template_hash"]}
+    assert len({template_hash_of(p) for p in status["pods"]}) == 1
 
     with Traffic(cluster) as traffic:
         cluster.write(deployment("3.0.0", 3, LIBRARY_FAIL="crash"))
@@ -254,6 +264,10 @@ def test_rollout_update_crash_and_rollback_through_the_ingress(cluster: Cluster)
     assert "exited with code 1" in condition["message"]
     assert "LIBRARY_FAIL=crash" in condition["message"]
     assert len(condition["message"]) <= 600
+    containers = [p["status"]["containerStatuses"][0] for p in status["pods"]]
+    crashed = [c for c in containers if c["lastState"]]  # the new pod; the old ones run on
+    assert crashed and all(c["lastState"]["terminated"]["exitCode"] == 1 for c in crashed)
+    assert "LIBRARY_FAIL=crash" in crashed[0]["lastState"]["terminated"]["message"]
     assert traffic.failures() == []
     assert {version for _, version in traffic.answers} == {"2.0.0"}  # the old pods kept serving
 
@@ -293,7 +307,7 @@ def test_kinds_it_does_not_run_are_reported_and_pruning_stops_pods(cluster: Clus
     unsupported = cluster.status("Ingress.library.web")
     assert unsupported is not None and unsupported["supported"] is False
 
-    pids = {p["pid"] for p in status["pods"]}
+    pids = {pid_of(p) for p in status["pods"]}
     cluster.delete(DEPLOYMENT)
     cluster.delete("Ingress.library.web")
     deadline = time.monotonic() + 10
@@ -307,9 +321,12 @@ def test_unmapped_image_and_missing_config_map_say_why(cluster: Cluster) -> None
     manifest = deployment("1.0.0", 1)
     manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.25"
     cluster.write(manifest)
-    status = cluster.wait_progressing(1, "ImageNotMapped")
+    status = cluster.wait_progressing(1, "ErrImageNeverPull")
     assert "nginx:1.25" in status["conditions"][0]["message"]
-    assert status["pods"] == []
+    (pending,) = status["pods"]  # Pending, nothing runs: its container says why
+    assert pending["status"]["phase"] == "Pending" and pid_of(pending) == 0
+    waiting = pending["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "ErrImageNeverPull" and "nginx:1.25" in waiting["message"]
 
     cluster.write(deployment("1.0.0", 2))  # the ConfigMap and Secret are not there
     status = cluster.wait_progressing(2, "CreateContainerConfigError")
@@ -328,7 +345,7 @@ def test_a_restarted_agent_brings_the_pods_back_and_a_killed_one_takes_them_down
 
     supervisor.stop(cluster.root)
     assert supervisor.is_running(cluster.root) is None
-    assert_gone({p["pid"] for p in before["pods"]} | {cluster.info.pid})
+    assert_gone({pid_of(p) for p in before["pods"]} | {cluster.info.pid})
     assert cluster.wait_progressing(1, "AgentStopped")["pods"] == []
 
     cluster.info = supervisor.start(
@@ -340,7 +357,7 @@ def test_a_restarted_agent_brings_the_pods_back_and_a_killed_one_takes_them_down
 
     # SIGKILL: the agent cannot clean up; PR_SET_PDEATHSIG takes its pods down with it.
     os.kill(cluster.info.pid, signal.SIGKILL)
-    assert_gone({p["pid"] for p in after["pods"]})
+    assert_gone({pid_of(p) for p in after["pods"]})
     assert supervisor.is_running(cluster.root) is None
     supervisor.stop(cluster.root)  # cleans the stale state file
     assert not (cluster.root / "agent.state.json").exists()

@@ -15,8 +15,9 @@ import structlog
 
 from wavegate.config.fleet import Cluster
 from wavegate.drivers import kubernetes as driver
+from wavegate.drivers import kubewatch
 from wavegate.errors import DriverError
-from wavegate.kube.apierrors import Action, ApiError, Unreachable
+from wavegate.kube.apierrors import Action, ApiError
 
 CLUSTER = Cluster(name="prod-0", region="r", driver="kubernetes", namespace="library",
                   kubeconfig=Path("/nonexistent"), endpoint="https://x")
@@ -136,15 +137,32 @@ def test_an_error_retries_did_not_cure_ends_the_watch_and_is_handed_over() -> No
         ("ERROR", "prod-0: script ended")]
 
 
+def test_an_error_event_other_than_410_ends_the_watch_and_names_the_status() -> None:
+    done: queue.Queue[None] = queue.Queue()
+    denied = {"type": "ERROR", "object": {"kind": "Status", "code": 403, "reason": "Forbidden",
+                                          "message": "pods is forbidden"}}
+    api = FakeApi(lists=[], streams=[Stream([denied])], done=done)
+    api.streams.append(Stream([]))  # never reached: the 403 ends it
+    events: queue.Queue[driver.Event] = queue.Queue()
+    watch = driver._Watch(api, "/api/v1/namespaces/library/pods", tag="pods", events=events,
+                          query={}, action=ACTION, resource_version="7")
+    watch.start()
+    tag, kind, error = events.get(timeout=5)
+    watch.stop()
+    assert (tag, kind) == ("pods", "ERROR") and isinstance(error, DriverError)
+    assert "403" in str(error) or "forbidden" in str(error).lower()
+    assert api.watched_from == ["7"]
+
+
 def test_events_split_across_chunks_are_joined() -> None:
     stream = Stream([event("ADDED", "a", "1"), event("ADDED", "b", "2")])
-    assert [e["object"]["metadata"]["name"] for e in driver._events(stream)] == ["a", "b"]
+    assert [e["object"]["metadata"]["name"] for e in kubewatch.events(stream)] == ["a", "b"]  # type: ignore[arg-type]
 
 
-def test_a_broken_stream_reads_as_unreachable() -> None:
+def test_a_broken_stream_reads_as_dropped() -> None:
     stream = Stream([event("ADDED", "a", "1")], drop=True)
     seen = []
-    with pytest.raises(Unreachable, match="watch interrupted"):
-        for item in driver._events(stream):
+    with pytest.raises(kubewatch.Dropped, match="watch interrupted"):
+        for item in kubewatch.events(stream):  # type: ignore[arg-type]
             seen.append(item)
     assert len(seen) == 1  # what came before the drop is still handed over

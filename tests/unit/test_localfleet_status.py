@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from wavegate.localfleet import pods, status
+from wavegate.decide import workloads
+from wavegate.localfleet import pods, podspec, status
 from wavegate.localfleet.status import OwnedPod, Problem
 
 NEW, OLD = "new", "old"
@@ -20,11 +22,14 @@ def pod(
     exit_code: int | None = None,
     error: str = "",
     terminating: bool = False,
+    pid: int | None = 42,
+    restarts: int | None = None,
 ) -> OwnedPod:
+    restarts = (1 if exit_code else 0) if restarts is None else restarts
     state = pods.PodStatus(
-        name, "127.0.3.4", 8080, 42, ready, 1 if exit_code else 0, exit_code, error, terminating
+        name, "127.0.3.4", 8080, pid, ready, restarts, exit_code, error, terminating
     )
-    return OwnedPod(template, state)
+    return OwnedPod(template, state, "app", "library-app:2.0.0")
 
 
 def progressing(owned: list[OwnedPod], problem: Problem | None = None) -> dict[str, str]:
@@ -55,7 +60,8 @@ def test_progressing(owned: list[OwnedPod], want: tuple[str, str]) -> None:
 
 def test_problem_wins_and_crash_message_is_bounded() -> None:
     assert (
-        progressing([pod(NEW)], Problem("ImageNotMapped", "image x"))["reason"] == "ImageNotMapped"
+        progressing([pod(NEW)], Problem(podspec.IMAGE_NOT_MAPPED, "x"))["reason"]
+        == "ErrImageNeverPull"
     )
     crashed = pod(NEW, False, name="web-abc", exit_code=137, error="x" * 2000)
     message = progressing([crashed])["message"]
@@ -75,15 +81,74 @@ def test_counts_leave_terminating_pods_out() -> None:
     assert counts == {"replicas": 3, "updatedReplicas": 2, "readyReplicas": 2}
     assert body["availableReplicas"] == 1 and body["observedGeneration"] == 3
     assert len(body["pods"]) == 3
-    assert set(body["pods"][0]) == {
-        "name",
-        "address",
-        "template_hash",
-        "ready",
-        "pid",
-        "restarts",
-        "last_exit_code",
-    }
+
+
+def pods_of(owned: list[OwnedPod], problem: Problem | None = None) -> list[dict[str, Any]]:
+    body = status.deployment_status(
+        name="web", generation=7, replicas=2, template_hash=NEW, owned=owned, problem=problem,
+        container="app", image="nginx:1.25",
+    )  # fmt: skip
+    listed: list[dict[str, Any]] = body["pods"]
+    return listed
+
+
+@pytest.mark.parametrize(
+    ("owned", "problem", "state", "last", "restarts", "judged"),
+    [
+        pytest.param([pod(NEW, name="web-new-a")], None, {"running": {}}, {}, 0, None,
+                     id="running"),
+        pytest.param([pod(NEW, False, name="web-new-a", pid=None, exit_code=1, restarts=0,
+                          error="Traceback\nValueError: no DATABASE_URL")],
+                     None, {"waiting": {"reason": "CrashLoopBackOff",
+                                        "message": "back-off restarting failed container app"}},
+                     {"terminated": {"exitCode": 1, "reason": "Error",
+                                     "message": "Traceback\nValueError: no DATABASE_URL"}}, 0,
+                     "pod web-new-a: container app exited with code 1 (Error, CrashLoopBackOff):"
+                     " Traceback\nValueError: no DATABASE_URL", id="crashed-waiting-to-restart"),
+        pytest.param([pod(NEW, False, name="web-new-a", exit_code=137, restarts=2)], None,
+                     {"running": {}}, {"terminated": {"exitCode": 137, "reason": "Error"}}, 2,
+                     "pod web-new-a: container app exited with code 137 (Error), restarted 2 "
+                     "times", id="restarted"),
+        pytest.param([], Problem(podspec.IMAGE_NOT_MAPPED, "image 'nginx:1.25' has no command"),
+                     {"waiting": {"reason": "ErrImageNeverPull",
+                                  "message": "image 'nginx:1.25' has no command"}}, {}, 0,
+                     "pod web-new-pending: container app is ErrImageNeverPull: image "
+                     "'nginx:1.25' has no command", id="image-not-mapped"),
+        pytest.param([], Problem(podspec.CONFIG_ERROR, "ConfigMap library/x not found"),
+                     {"waiting": {"reason": "CreateContainerConfigError",
+                                  "message": "ConfigMap library/x not found"}}, {}, 0,
+                     "pod web-new-pending: container app is CreateContainerConfigError: "
+                     "ConfigMap library/x not found", id="config-error"),
+    ],
+)
+def test_pods_are_kubernetes_shaped_and_judged_by_the_kubernetes_rules(
+    owned: list[OwnedPod], problem: Problem | None, state: dict[str, Any],
+    last: dict[str, Any], restarts: int, judged: str | None,
+) -> None:
+    (listed,) = pods_of(owned, problem)
+    assert listed["metadata"]["labels"] == {"pod-template-hash": NEW}
+    (container,) = listed["status"]["containerStatuses"]
+    assert container["name"] == "app"
+    assert (container["state"], container["lastState"], container["restartCount"]) == (
+        state, last, restarts)
+    assert workloads.pod_problem(listed) == judged
+
+
+def test_a_running_pod_shows_its_address_process_and_readiness() -> None:
+    (listed,) = pods_of([pod(NEW, name="web-new-a")])
+    assert listed["metadata"]["name"] == "web-new-a"
+    assert (listed["status"]["phase"], listed["status"]["podIP"]) == ("Running", "127.0.3.4")
+    assert listed["status"]["containerStatuses"][0]["containerID"] == "process://42"
+    ready = {c["type"]: c["status"] for c in listed["status"]["conditions"]}["Ready"]
+    assert ready == "True"
+    (pending,) = pods_of([], Problem(podspec.IMAGE_NOT_MAPPED, "x"))
+    assert pending["status"]["phase"] == "Pending" and "podIP" not in pending["status"]
+
+
+def test_a_termination_message_is_bounded() -> None:
+    (listed,) = pods_of([pod(NEW, False, pid=None, exit_code=1, error="x" * 2000)])
+    message = listed["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"]
+    assert len(message) == status.MESSAGE_CHARS and message.endswith("...")
 
 
 @pytest.mark.parametrize(

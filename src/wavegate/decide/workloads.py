@@ -9,8 +9,10 @@ has failed; so has a StatefulSet or DaemonSet whose strategy holds pods on the o
 judged old pods, or nothing, on the new release's behalf.
 
 `pod_problem` says whether a pod is crashing (CrashLoopBackOff, or a container that
-exited and was restarted): judged only for pods of the new template (`is_current`), so an old
-crashing replica does not fail the rollout that replaces it.
+exited and was restarted) or cannot start as specified (a fatal waiting reason): judged only
+for pods of the new template (`is_current`), so an old crashing replica does not fail the
+rollout that replaces it. Both drivers judge by these rules: the local fleet's agent writes
+its Deployments' status and pods in the same shape.
 """
 
 from __future__ import annotations
@@ -139,8 +141,11 @@ def pod_problem(pod: Object) -> str | None:
         if last and (restarts > 0 or waiting in FATAL_WAITING):
             why = f", {waiting}" if waiting else ""
             again = f", restarted {restarts} time{'s' if restarts != 1 else ''}" if restarts else ""
+            # A termination message (the log's end, with FallbackToLogsOnError) says why.
+            said = f": {last['message'].strip()}" if str(last.get("message") or "").strip() else ""
             return (f"pod {name}: container {container.get('name')} exited with code "
-                    f"{last.get('exitCode')} ({last.get('reason') or 'terminated'}{why}){again}")
+                    f"{last.get('exitCode')} ({last.get('reason') or 'terminated'}{why}){again}"
+                    f"{said}")
         if waiting in FATAL_WAITING:
             message = (state.get("waiting") or {}).get("message")
             detail = f": {message}" if message else ""

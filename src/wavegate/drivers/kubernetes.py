@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide import ledger, workloads
 from wavegate.decide.ledger import ObjectRef, Record, Status
+from wavegate.drivers import kubewatch
 from wavegate.drivers.base import Lock
 from wavegate.errors import (
     Conflict,
@@ -765,14 +766,11 @@ class _Rollout:
 
 
 class _Watch:
-    """List, then watch, one collection from a thread of its own, into `events`.
+    """One collection followed by `kubewatch.ListWatch` on a thread of its own, into `events`.
 
-    Puts (tag, "SYNC", items) after each list (the first one, and after 410 Gone: the
-    resourceVersion is too old to resume from), then (tag, type, object) per change. When the
-    server ends the watch (timeoutSeconds) or the connection drops, it is re-opened from the
-    last resourceVersion seen (bookmarks keep that fresh). An error that retries do not cure is
-    put as (tag, "ERROR", DriverError) and ends the thread. `stop` returns promptly: it shuts
-    the socket the thread is blocked on.
+    Puts (tag, "SYNC", items) after each list (the first one, and after 410 Gone), then (tag,
+    type, object) per change. An error that retries do not cure is put as (tag, "ERROR",
+    DriverError) and ends the thread. `stop` returns promptly.
     """
 
     def __init__(self, api: _Api, path: str, *, tag: str, events: queue.Queue[Event],
@@ -780,100 +778,47 @@ class _Watch:
                  resource_version: str | None = None) -> None:
         self.api, self.path, self.tag, self.events = api, path, tag, events
         self.query, self.action = dict(query), action
-        self._resource_version = resource_version
         self._stopped = threading.Event()
-        self._response: urllib3.BaseHTTPResponse | None = None
-        self._guard = threading.Lock()
+        self._follower = kubewatch.ListWatch(
+            list_=self._list, watch=self._open, resource_version=resource_version,
+            on_sync=lambda items: events.put((tag, "SYNC", items)),
+            on_event=lambda kind, obj: events.put((tag, kind, obj)),
+            on_drop=lambda detail: api.log.info("kube.watch_dropped", action=str(action),
+                                                detail=detail),
+            stopped=self._stopped)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"watch-{tag}")
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopped.set()
-        with self._guard:  # the thread closes the response under the same lock
-            if isinstance(self._response, urllib3.HTTPResponse):
-                with contextlib.suppress(OSError):
-                    self._response.shutdown()
+        self._follower.stop()
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        version = self._resource_version
-        drops = 0
         try:
-            while not self._stopped.is_set():
-                if version is None:
-                    version = self._list()
-                version, dropped = self._follow(version)
-                drops = drops + 1 if dropped else 0
-                if drops:  # a connection that keeps dropping is not hammered
-                    self._stopped.wait(min(0.1 * 2 ** drops, 2.0))
+            self._follower.run()
         except Exception as error:  # ends the thread; the waiting side raises it
             if not self._stopped.is_set():
+                if isinstance(error, kubewatch.Failed):
+                    error = apierrors.from_watch_event(dict(error.status))
                 if not isinstance(error, DriverError | RolloutFailed):
                     error = DriverError(apierrors.describe(error, self.action),
                                         cluster=self.api.cluster.name)
                 self.events.put((self.tag, "ERROR", error))
 
-    def _list(self) -> str:
-        listed = self.api.request("GET", self.path, query=self.query,
-                                  action=Action("list", self.action.resource, self.action.name,
-                                                self.action.namespace))
-        self.events.put((self.tag, "SYNC", listed.get("items") or []))
-        return str(listed["metadata"]["resourceVersion"])
+    def _list(self) -> dict[str, Any]:
+        return self.api.request("GET", self.path, query=self.query,
+                                action=Action("list", self.action.resource, self.action.name,
+                                              self.action.namespace))
 
-    def _follow(self, version: str) -> tuple[str | None, bool]:
-        """Watch from `version`; (where to resume, or None to list again; whether it dropped)."""
+    def _open(self, version: str) -> urllib3.BaseHTTPResponse:
         query = {**self.query, "watch": "true", "resourceVersion": version,
                  "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
         try:
-            response = self.api.stream(self.path, query=query, action=self.action, expect=(410,))
-        except ApiError:
-            return None, False  # 410 Gone before the first event
-        with self._guard:
-            self._response = response
-            stopped = self._stopped.is_set()  # stop() came before it could shut this one
-        try:
-            if stopped:
-                return version, False
-            for event in _events(response):
-                if self._stopped.is_set():
-                    break
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    error = apierrors.from_watch_event(obj)
-                    if error.status == 410:
-                        return None, False
-                    raise DriverError(apierrors.describe(error, self.action),
-                                      cluster=self.api.cluster.name)
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind != "BOOKMARK":
-                    self.events.put((self.tag, str(kind), obj))
-        except Unreachable as error:
-            if not self._stopped.is_set():
-                self.api.log.info("kube.watch_dropped", action=str(self.action),
-                                  detail=error.detail)
-            return version, True
-        finally:
-            with self._guard:
-                self._response = None
-            response.close()
-            response.release_conn()
-        return version, False
-
-
-def _events(response: urllib3.BaseHTTPResponse) -> Iterator[dict[str, Any]]:
-    """The JSON lines of a watch response, as they arrive."""
-    buffer = b""
-    try:
-        for chunk in response.stream(amt=None, decode_content=True):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, _, buffer = buffer.partition(b"\n")
-                if line.strip():
-                    yield json.loads(line)
-    except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-        raise Unreachable(f"watch interrupted: {type(error).__name__}") from error
+            return self.api.stream(self.path, query=query, action=self.action, expect=(410,))
+        except ApiError as error:
+            raise kubewatch.Gone() from error  # 410 before the first event
 
 
 @dataclass(frozen=True)

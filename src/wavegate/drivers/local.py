@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from wavegate import filestore
 from wavegate.config import local_secrets
 from wavegate.config.app import APP_LABEL, Manifest, Release
 from wavegate.config.fleet import Cluster, LocalFleet
-from wavegate.decide import ledger
+from wavegate.decide import ledger, workloads
 from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Lock
 from wavegate.errors import (
@@ -38,7 +39,8 @@ from wavegate.errors import (
     StaleLock,
 )
 from wavegate.kube import lease
-from wavegate.localfleet import supervisor
+from wavegate.localfleet import objects, supervisor
+from wavegate.localfleet import status as local_status
 
 _POLL = 0.05
 WORKLOAD_KINDS = ("Deployment",)
@@ -154,21 +156,27 @@ class LocalDriver:
                 .get(APP_LABEL) == app]
 
     def _wait_workload(self, name: str, deadline: float, timeout: float) -> None:
+        """Judged as the Kubernetes driver judges a Deployment: the agent's status file has
+        the same shape, its pods included."""
         desired = filestore.read_json(self.dir / "objects" / name)
-        status_path = self.dir / "status" / name
+        what = desired["metadata"]["name"]
         while True:
             if supervisor.is_running(self.dir) is None:
                 raise DriverError("cluster agent stopped during the rollout",
                                   cluster=self.cluster.name)
-            status = filestore.read_json(status_path, missing_ok=True) or {}  # not yet seen
-            if _rolled_out(desired, status):
+            status = filestore.read_json(self.dir / "status" / name, missing_ok=True) or {}
+            workload = {**desired, "status": status}  # no status yet: not yet seen
+            verdict = workloads.judge("Deployment", workload)
+            if verdict.failure:
+                raise RolloutFailed(f"{what}: {verdict.failure}")
+            if verdict.done:
                 return
-            problem = _stuck(desired, status)
+            problem = _crashing(workload)
             if problem:
-                raise RolloutFailed(f"{desired['metadata']['name']}: {problem}")
+                raise RolloutFailed(f"{what}: {problem}")
             if time.monotonic() > deadline:
-                raise RolloutFailed(f"{desired['metadata']['name']}: not rolled out after "
-                                    f"{timeout:g}s ({_progress(status)})")
+                raise RolloutFailed(f"{what}: not rolled out after {timeout:g}s: "
+                                    f"{verdict.progress}{_hint(workload)}")
             time.sleep(_POLL)
 
     # --- ledger ------------------------------------------------------------------------------
@@ -302,24 +310,30 @@ def _without_generation(manifest: Manifest) -> Any:
     return copy
 
 
-def _rolled_out(desired: Manifest, status: dict[str, Any]) -> bool:
-    replicas = desired.get("spec", {}).get("replicas", 1)
-    return bool(status.get("observedGeneration", 0) >= desired["metadata"]["generation"]
-            and status.get("updatedReplicas") == replicas
-            and status.get("availableReplicas") == replicas
-            and status.get("replicas") == replicas)
+def _current_pods(workload: Manifest) -> list[Manifest]:
+    """The pods of the Deployment's current template, as the agent's status lists them."""
+    if not workloads.observed(workload):
+        return []  # which pods are new is known only once the agent has seen the spec
+    template = (workload.get("spec") or {}).get("template")
+    current = objects.template_hash(template) if isinstance(template, Mapping) else ""
+    return [pod for pod in (workload.get("status") or {}).get("pods") or ()
+            if ((pod.get("metadata") or {}).get("labels") or {})
+            .get(local_status.TEMPLATE_HASH_LABEL) == current]
 
 
-def _stuck(desired: Manifest, status: dict[str, Any]) -> str | None:
-    """A Progressing=False condition about *this* generation (an older one may linger)."""
-    if status.get("observedGeneration", 0) < desired["metadata"]["generation"]:
-        return None
-    for condition in status.get("conditions", []):
-        if condition.get("type") == "Progressing" and condition.get("status") == "False":
-            return f"{condition.get('reason')}: {condition.get('message')}"
+def _crashing(workload: Manifest) -> str | None:
+    """Why a new pod will not run by waiting (a crash, an image with no command...), or None."""
+    for pod in _current_pods(workload):
+        problem = workloads.pod_problem(pod)
+        if problem:
+            return problem
     return None
 
 
-def _progress(status: dict[str, Any]) -> str:
-    return (f"{status.get('availableReplicas', 0)} of {status.get('replicas', 0)} "
-            f"replicas available, {status.get('updatedReplicas', 0)} updated")
+def _hint(workload: Manifest) -> str:
+    """Why a new pod is not running yet, if one says: ` (pod x: ContainerCreating)`."""
+    for pod in _current_pods(workload):
+        waiting = workloads.pod_waiting(pod)
+        if waiting:
+            return f" ({waiting})"
+    return ""

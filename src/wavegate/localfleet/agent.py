@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 from wavegate import filestore
-from wavegate.localfleet import objects, pods, rolling, status
+from wavegate.localfleet import objects, pods, podspec, rolling, status
 from wavegate.localfleet.config import AgentConfig, ConfigError, Layout
 from wavegate.localfleet.ingress import Ingress
 
@@ -133,17 +133,11 @@ class Agent:
         """Carry out the next step of the rollout; the problem that keeps it from progressing."""
         dep = self._parse(manifest, objects.parse_deployment)
         if isinstance(dep, objects.SpecError):
-            return status.Problem("InvalidSpec", str(dep))
-        command = objects.image_command(
-            dep.container.image, self._config.images, self._config.python
-        )
-        if command is None and dep.budget.replicas > 0:
-            known = ", ".join(sorted(self._config.images)) or "none"
-            return status.Problem(
-                "ImageNotMapped",
-                f"image {dep.container.image!r} has no command in agent.json images"
-                f" (mapped: {known})",
-            )
+            return status.Problem(podspec.CONFIG_ERROR, str(dep))
+        try:
+            command = self._command(dep)
+        except podspec.CannotStart as e:
+            return status.Problem(e.reason, e.message)
         # Pods stopped in one step leave room for the next step's new pods at once, instead
         # of a tick later: the decision is asked again until it only starts pods (or idles).
         for _ in range(3):
@@ -151,18 +145,25 @@ class Agent:
             env: dict[str, str] = {}
             if decision.start:
                 try:
-                    env = self._pod_env(dep)
-                except (objects.EnvError, objects.SpecError) as e:
-                    return status.Problem("CreateContainerConfigError", str(e))
+                    env = podspec.environment(dep.container, dep.manifest.namespace,
+                                              self._store.find,
+                                              pythonpath=self._config.pythonpath)
+                except podspec.CannotStart as e:
+                    return status.Problem(e.reason, e.message)
             for name in decision.stop:
                 log.info("deployment %s: stopping pod %s", dep.key, name)
                 self._runner.stop(name)
             for _ in range(decision.start):
-                assert command is not None
                 self._start_pod(dep, command, env)
             if not decision.stop:
                 break
         return None
+
+    def _command(self, dep: objects.Deployment) -> tuple[str, ...]:
+        """The argv of the Deployment's pods; () when it runs none (scaled to 0)."""
+        if dep.budget.replicas == 0:
+            return ()
+        return podspec.command(dep.container, self._config.images, self._config.python)
 
     def _decide(self, dep: objects.Deployment) -> rolling.Decision:
         statuses = self._runner.statuses()
@@ -179,32 +180,12 @@ class Agent:
         meta = self._pods[name]
         return rolling.PodView(name, meta.template_hash, pod.ready, pod.restarts, meta.created)
 
-    def _pod_env(self, dep: objects.Deployment) -> dict[str, str]:
-        env = objects.resolve_env(dep.container, dep.manifest.namespace, self._store.find)
-        # Pods get the container's env plus PATH (and HOST/PORT from the runner); the
-        # workload's import path comes from agent.json, after any the container sets.
-        env = {"PATH": os.environ.get("PATH", os.defpath), **env}
-        if self._config.pythonpath:
-            paths = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-            env["PYTHONPATH"] = os.pathsep.join([*paths, *self._config.pythonpath])
-        return env
-
     def _start_pod(
         self, dep: objects.Deployment, command: Sequence[str], env: dict[str, str]
     ) -> None:
         suffix = "".join(self._rng.choices(string.ascii_lowercase + string.digits, k=5))
         name = f"{dep.manifest.name}-{dep.template_hash}-{suffix}"
-        readiness = dep.container.readiness
-        probe = pods.readiness_probe(readiness.port, readiness.path) if readiness else None
-        spec = pods.PodSpec(
-            name=name,
-            argv=tuple(command),
-            env=env,
-            port=dep.container.port,
-            readiness=probe,
-            failure_threshold=readiness.failure_threshold if readiness else 3,
-            cwd=self._layout.root,
-        )
+        spec = podspec.build(name, dep.container, argv=command, env=env, cwd=self._layout.root)
         self._created += 1
         self._pods[name] = _PodMeta(
             dep.key,
@@ -230,17 +211,25 @@ class Agent:
     ) -> dict[str, Any]:
         dep = self._parse(manifest, objects.parse_deployment)
         owned = [
-            status.OwnedPod(meta.template_hash, statuses[name])
+            status.OwnedPod(meta.template_hash, statuses[name], meta.container.name,
+                            meta.container.image)
             for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created)
             if meta.deployment == manifest.key and name in statuses
         ]
+        if isinstance(dep, objects.SpecError):
+            return status.deployment_status(
+                name=manifest.name, generation=manifest.generation, replicas=0,
+                template_hash=_raw_template_hash(manifest), owned=owned, problem=problem,
+            )  # fmt: skip
         return status.deployment_status(
             name=manifest.name,
             generation=manifest.generation,
-            replicas=0 if isinstance(dep, objects.SpecError) else dep.budget.replicas,
-            template_hash="" if isinstance(dep, objects.SpecError) else dep.template_hash,
+            replicas=dep.budget.replicas,
+            template_hash=dep.template_hash,
             owned=owned,
             problem=problem,
+            container=dep.container.name,
+            image=dep.container.image,
         )
 
     # -- Services and the ingress ----------------------------------------------------------
@@ -274,16 +263,12 @@ class Agent:
     def _endpoints(
         self, service: objects.Service, statuses: Mapping[str, pods.PodStatus]
     ) -> list[str]:
-        endpoints = []
-        for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created):
-            pod = statuses.get(name)
-            if pod is None or not pod.ready or pod.terminating:
-                continue
-            found = service.endpoint(namespace=meta.namespace, labels=meta.labels,
-                                     container=meta.container, host=pod.host)
-            if found is not None:
-                endpoints.append(found)
-        return endpoints
+        backends = [
+            status.Backend(meta.namespace, meta.labels, meta.container, statuses[name])
+            for name, meta in sorted(self._pods.items(), key=lambda item: item[1].created)
+            if name in statuses
+        ]
+        return status.endpoints(service, backends)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -319,6 +304,14 @@ class Agent:
             log.error("status/%s.json: cannot write: %s", key, e)
             return
         self._written[key] = body
+
+
+def _raw_template_hash(manifest: objects.Manifest) -> str:
+    """The template hash of a Deployment the agent cannot parse, so its pending pod is still
+    known as the current template's."""
+    spec = manifest.body.get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    return objects.template_hash(template) if isinstance(template, Mapping) else ""
 
 
 def _ingress_service(services: Mapping[str, objects.Service]) -> tuple[str | None, str]:

@@ -10,9 +10,9 @@ Owns, for its one cluster:
 - the Node `node-<cluster>`, registered Ready (no heartbeats: no node lifecycle controller runs);
 - scheduling: every Pod without a nodeName is bound to that node (a Binding, as kube-scheduler);
 - running: each bound pod's first container as a local process through `localfleet.pods.Runner`,
-  on its own loopback address, its argv from the images map (`localfleet.objects.image_command`)
-  and its env from the pod spec, ConfigMaps and Secrets read through the API
-  (`localfleet.objects.resolve_env`);
+  on its own loopback address, built as the local fleet builds its pods (`localfleet.podspec`:
+  the argv from the images map, the env from the pod spec, ConfigMaps and Secrets read through
+  the API);
 - pod status, patched whenever it changes: phase, Ready/ContainersReady, podIP, and the
   container's state, restarts and last exit code, which Deployments roll out by;
 - termination: a pod with a deletionTimestamp is stopped, then deleted with grace period 0
@@ -22,7 +22,7 @@ Owns, for its one cluster:
 - D/agent.json (`{"pid", "ingress", "node"}`) while it serves; D/pods/ holds the pod logs.
 
 Must not decide rollouts (the Deployment and ReplicaSet controllers do), nor talk to any API
-server but its own. Pure helpers (`pod_spec`, `status_patch`, `ingress_service`, `endpoints`)
+server but its own. Pure helpers (`status_patch`, `ingress_service`)
 are apart from the I/O: `Mirror` (list+watch of one kind) and `Agent` (the loop that acts).
 
 Threads: the main thread owns the Runner (start/stop/tick: PR_SET_PDEATHSIG ties pods to the
@@ -51,22 +51,21 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 
 from wavegate import filestore
-from wavegate.localfleet import objects, pods
+from wavegate.drivers import kubewatch
+from wavegate.localfleet import objects, pods, podspec
+from wavegate.localfleet import status as pod_status
 from wavegate.localfleet.ingress import Ingress
 
 __all__ = [
     "Agent",
-    "Backend",
     "ContainerView",
     "Mirror",
     "Settings",
     "container_of",
-    "endpoints",
     "ingress_service",
     "main",
     "node_body",
     "pod_key",
-    "pod_spec",
     "register",
     "status_patch",
 ]
@@ -112,23 +111,6 @@ def container_of(pod: Mapping[str, Any]) -> objects.Container:
     return objects.parse_deployment(objects.Manifest.from_dict("Pod", wrapper)).container
 
 
-def pod_spec(
-    key: str, container: objects.Container, argv: Sequence[str], env: Mapping[str, str], cwd: Path
-) -> pods.PodSpec:
-    """What the Runner runs for a pod: its argv and env, its first port, its readinessProbe."""
-    readiness = container.readiness
-    probe = pods.readiness_probe(readiness.port, readiness.path) if readiness else None
-    return pods.PodSpec(
-        name=key,
-        argv=tuple(argv),
-        env=dict(env),
-        port=container.port,
-        readiness=probe,
-        failure_threshold=readiness.failure_threshold if readiness else 3,
-        cwd=cwd,
-    )
-
-
 @dataclass(frozen=True)
 class ContainerView:
     """What the agent knows of a pod's container: the input of its status."""
@@ -154,8 +136,13 @@ def status_patch(view: ContainerView) -> Json:
     status: Json = {
         "phase": "Running" if view.started_at else "Pending",
         "hostIP": "127.0.0.1",
-        "conditions": _conditions(view.name, ready, view.ready_since),
-        "containerStatuses": [_container_status(view, ready)],
+        "conditions": pod_status.pod_conditions(view.name, ready, view.ready_since),
+        "containerStatuses": [
+            pod_status.container_status(
+                name=view.name, image=view.image, process=process, problem=view.problem,
+                started_at=view.run_started_at or view.started_at,
+            )  # no termination message: a pod's log never reaches the API (it may hold secrets)
+        ],
     }
     if view.started_at:
         status["startTime"] = view.started_at
@@ -163,64 +150,6 @@ def status_patch(view: ContainerView) -> Json:
         status["podIP"] = process.host
         status["podIPs"] = [{"ip": process.host}]
     return {"status": status}
-
-
-def _conditions(container: str, ready: bool, since: str) -> list[Json]:
-    readiness = {"status": "True" if ready else "False", "lastTransitionTime": since or None}
-    if not ready:
-        readiness["reason"] = "ContainersNotReady"
-        readiness["message"] = f"containers with unready status: [{container}]"
-    return [
-        {"type": "PodScheduled", "status": "True"},
-        {"type": "Initialized", "status": "True"},
-        {"type": "ContainersReady", **readiness},
-        {"type": "Ready", **readiness},
-    ]
-
-
-def _container_status(view: ContainerView, ready: bool) -> Json:
-    process = view.process
-    status: Json = {
-        "name": view.name,
-        "image": view.image,
-        "imageID": "",
-        "ready": ready,
-        "started": process is not None and process.running,
-        "restartCount": process.restarts if process is not None else 0,
-        "state": _state(view),
-        "lastState": {},
-    }
-    if process is not None and process.running:
-        status["containerID"] = f"process://{process.pid}"
-    if process is not None and process.last_exit_code is not None:
-        code = process.last_exit_code
-        status["lastState"] = {
-            "terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}
-        }
-    return status
-
-
-def _state(view: ContainerView) -> Json:
-    process = view.process
-    if process is not None and process.running:
-        return {"running": {"startedAt": view.run_started_at or view.started_at}}
-    if view.problem is not None:
-        reason, message = view.problem
-        return {"waiting": {"reason": reason, "message": message}}
-    if process is not None and process.last_exit_code is not None:
-        message = f"back-off restarting failed container {view.name}"
-        return {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
-    return {"waiting": {"reason": "ContainerCreating"}}
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A pod the ingress could send to: where it runs, how it is labelled, whether it is ready."""
-
-    namespace: str
-    labels: Mapping[str, str]
-    container: objects.Container
-    process: pods.PodStatus
 
 
 def ingress_service(services: Iterable[Mapping[str, Any]]) -> tuple[objects.Service | None, str]:
@@ -246,20 +175,6 @@ def ingress_service(services: Iterable[Mapping[str, Any]]) -> tuple[objects.Serv
     return None, "; ".join(unusable) or "no Service selects pods"
 
 
-def endpoints(service: objects.Service, backends: Iterable[Backend]) -> list[str]:
-    """`host:port` of the ready, running pods SERVICE selects, targetPort by number or name."""
-    found = []
-    for backend in backends:
-        process = backend.process
-        if not process.ready or process.terminating or not process.host:
-            continue
-        endpoint = service.endpoint(namespace=backend.namespace, labels=backend.labels,
-                                    container=backend.container, host=process.host)
-        if endpoint is not None:
-            found.append(endpoint)
-    return found
-
-
 def _namespaced_name(body: Mapping[str, Any]) -> str:
     metadata = body.get("metadata") or {}
     return f"{metadata.get('namespace', '')}.{metadata.get('name', '')}"
@@ -273,15 +188,12 @@ def now() -> str:
 # --- the mirror of one kind: list, then watch, list again on 410 Gone ---------------------
 
 
-class _Gone(Exception):
-    """The watch's resourceVersion is too old: list again."""
-
-
 class Mirror:
     """The objects of one kind in every namespace, as raw JSON, kept current on a thread.
 
     Raw JSON rather than client models: the helpers above read manifests as dicts, and the
-    models would re-validate every object of every event.
+    models would re-validate every object of every event. The list-then-watch loop is
+    `kubewatch.ListWatch`, the Kubernetes driver's own.
     """
 
     def __init__(self, kind: str, list_all: Callable[..., Any], on_change: Callable[[], None]):
@@ -298,36 +210,22 @@ class Mirror:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            follower = kubewatch.ListWatch(list_=self._list, watch=self._open,
+                                           on_sync=self._synced, on_event=self._changed,
+                                           stopped=stop)
             try:
-                self._watch(self._list(), stop)
-            except _Gone:
-                log.info("%s watch expired (410 Gone): listing again", self.kind)
-            except API_ERRORS as e:
+                follower.run()
+            except (*API_ERRORS, kubewatch.Failed) as e:
                 log.warning("%s list/watch failed: %s", self.kind, _short(e))
                 stop.wait(RETRY_SECONDS)
             except Exception:  # a bug here must not leave the agent blind for good
                 log.exception("%s list/watch failed", self.kind)
                 stop.wait(RETRY_SECONDS)
 
-    def _list(self) -> str:
-        body = _body(self._list_all(_request_timeout=TIMEOUT, _preload_content=False))
-        with self._lock:
-            self._objects = {_namespaced_name(item): item for item in body["items"]}
-        self.synced.set()
-        self._on_change()
-        return str(body["metadata"]["resourceVersion"])
+    def _list(self) -> Json:
+        return _body(self._list_all(_request_timeout=TIMEOUT, _preload_content=False))
 
-    def _watch(self, version: str, stop: threading.Event) -> None:
-        """Follow changes from VERSION, one watch request after another, until told to stop."""
-        while not stop.is_set():
-            response = self._open_watch(version)
-            try:
-                for line in _lines(response):
-                    version = self._apply(json.loads(line)) or version
-            finally:
-                response.release_conn()
-
-    def _open_watch(self, version: str) -> Any:
+    def _open(self, version: str) -> Any:
         try:
             return self._list_all(
                 watch=True,
@@ -339,25 +237,22 @@ class Mirror:
             )
         except ApiException as e:  # usually an ERROR event in the stream; sometimes the status
             if e.status == 410:
-                raise _Gone() from e
+                raise kubewatch.Gone() from e
             raise
 
-    def _apply(self, event: Json) -> str | None:
-        """Apply one watch event; the resourceVersion it brings, if any."""
-        kind, body = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if body.get("code") == 410:
-                raise _Gone()
-            raise ApiException(status=body.get("code"), reason=body.get("message"))
-        version = body.get("metadata", {}).get("resourceVersion")
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            with self._lock:
-                if kind == "DELETED":
-                    self._objects.pop(_namespaced_name(body), None)
-                else:
-                    self._objects[_namespaced_name(body)] = body
-            self._on_change()
-        return str(version) if version else None
+    def _synced(self, items: list[Json]) -> None:
+        with self._lock:
+            self._objects = {_namespaced_name(item): item for item in items}
+        self.synced.set()
+        self._on_change()
+
+    def _changed(self, kind: str, body: Json) -> None:
+        with self._lock:
+            if kind == "DELETED":
+                self._objects.pop(_namespaced_name(body), None)
+            else:
+                self._objects[_namespaced_name(body)] = body
+        self._on_change()
 
 
 # --- the agent ---------------------------------------------------------------------------
@@ -497,18 +392,20 @@ class Agent:
         uid = pod["metadata"]["uid"]
         try:
             container = container_of(pod)
-            spec = pod_spec(
+        except objects.SpecError as e:  # the pod spec never changes: no retry
+            self._problem(key, uid, podspec.CONFIG_ERROR, str(e), retry=float("inf"))
+            return
+        try:
+            settings = self._settings
+            spec = podspec.build(
                 key,
                 container,
-                self._argv(container),
-                self._env(pod, container),
-                self._settings.state_dir,
+                argv=podspec.command(container, settings.images, settings.python),
+                env=self._env(pod, container),
+                cwd=settings.state_dir,
             )
-        except _CannotStart as e:
+        except podspec.CannotStart as e:
             self._problem(key, uid, e.reason, e.message, retry=RETRY_SECONDS)
-            return
-        except objects.SpecError as e:  # the pod spec never changes: no retry
-            self._problem(key, uid, "CreateContainerError", str(e), retry=float("inf"))
             return
         self._problems.pop(key, None)
         log.info("pod %s: starting %s", key, " ".join(spec.argv))
@@ -524,30 +421,14 @@ class Agent:
             since = known.since
         self._problems[key] = _Problem(uid, reason, message, time.monotonic() + retry, since)
 
-    def _argv(self, container: objects.Container) -> tuple[str, ...]:
-        settings = self._settings
-        argv = objects.image_command(container.image, settings.images, settings.python)
-        if argv is None:
-            known = ", ".join(sorted(settings.images)) or "none"
-            message = f"image {container.image!r} has no command in the images map ({known})"
-            raise _CannotStart("ErrImagePull", message)
-        return argv
-
     def _env(self, pod: Json, container: objects.Container) -> dict[str, str]:
-        """The container's env, plus PATH, and PYTHONPATH reaching this wavegate's folder."""
-        try:
-            env = objects.resolve_env(container, pod["metadata"]["namespace"], self._lookup)
-        except objects.EnvError as e:
-            raise _CannotStart("CreateContainerConfigError", str(e)) from e
-        except API_ERRORS as e:
-            raise _CannotStart("CreateContainerConfigError", _short(e)) from e
+        """The container's env, with PYTHONPATH reaching this wavegate's folder."""
         own = str(Path(__file__).resolve().parents[2])
-        paths = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
-        return {
-            "PATH": os.environ.get("PATH", os.defpath),
-            **env,
-            "PYTHONPATH": os.pathsep.join([*paths, own]),
-        }
+        try:
+            return podspec.environment(container, pod["metadata"]["namespace"], self._lookup,
+                                       pythonpath=[own])
+        except API_ERRORS as e:  # a ConfigMap or Secret could not be read: tried again later
+            raise podspec.CannotStart(podspec.CONFIG_ERROR, _short(e)) from e
 
     def _lookup(self, kind: str, namespace: str, name: str) -> objects.Manifest | None:
         """A ConfigMap or Secret read through the API; None when it does not exist."""
@@ -654,16 +535,17 @@ class Agent:
         if service is None:
             self._ingress.set_backends([], detail=detail)
             return
-        self._ingress.set_backends(endpoints(service, self._backends(current)))
+        self._ingress.set_backends(pod_status.endpoints(service, self._backends(current)))
 
-    def _backends(self, current: Mapping[str, Json]) -> Iterator[Backend]:
+    def _backends(self, current: Mapping[str, Json]) -> Iterator[pod_status.Backend]:
         statuses = self._runner.statuses()
         for key, running in sorted(self._running.items(), key=lambda item: item[1].started_at):
             pod, process = current.get(key), statuses.get(key)
             if pod is None or process is None or pod["metadata"]["uid"] != running.uid:
                 continue
             labels = pod["metadata"].get("labels") or {}
-            yield Backend(pod["metadata"]["namespace"], labels, running.container, process)
+            yield pod_status.Backend(pod["metadata"]["namespace"], labels, running.container,
+                                     process)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -682,14 +564,6 @@ class Agent:
         return True
 
 
-class _CannotStart(Exception):
-    """A pod cannot start yet: the reason and message its waiting state shows."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
 def _body(response: Any) -> Json:
     """The JSON of an answer read with `_preload_content=False`.
 
@@ -698,17 +572,6 @@ def _body(response: Any) -> Json:
     """
     body: Json = json.loads(response.data)
     return body
-
-
-def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
-    """The lines of a streamed answer (a watch sends one JSON event per line), as they come."""
-    pending = b""
-    for chunk in response.stream(decode_content=True):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from (line.decode() for line in complete if line.strip())
-    if pending.strip():
-        yield pending.decode()
 
 
 def _short(error: BaseException, limit: int = 300) -> str:
