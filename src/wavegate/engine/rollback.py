@@ -106,13 +106,20 @@ def run(fleet: Fleet, chosen: dict[str, Driver], asked: Request, *, clock: Clock
     return code
 
 
-def finishing_command(fleet: Fleet, asked: Request, cluster: str) -> str:
-    """The command a human runs once `cluster` answers again."""
+def finishing_command(fleet: Fleet, asked: Request, cluster: str, *, to: str | None) -> str:
+    """The command a human runs once `cluster` answers again. TO is the version it was being
+    taken to, once known: a rollback cut short leaves a newer revision of that version, and
+    without `--to` the next one would go back from there instead."""
     argv = ["wavegate", "rollback", asked.app, "-c", cluster, "-f", str(fleet.path)]
-    if asked.to_version:
-        argv += ["--to", asked.to_version]
+    if to:
+        argv += ["--to", to]
     argv += ["--reason", f"finish rollback {asked.run_id}"]
     return shlex.join(argv)
+
+
+def _finish_with(fleet: Fleet, asked: Request, report: RunReport, name: str) -> str:
+    to = report.clusters[name].to_version  # the target, once the cluster's ledger was read
+    return f"finish with `{finishing_command(fleet, asked, name, to=to)}`"
 
 
 def left_behind(report: RunReport) -> list[str]:
@@ -142,8 +149,8 @@ def _roll_back_all(fleet: Fleet, chosen: dict[str, Driver], asked: Request, *, c
     for name, ok in results.items():
         if ok is None:  # still at work when its deadline passed
             report.update(name, state=rollout.State.ROLLBACK_FAILED.value, detail=(
-                f"not finished within {deadline(fleet.policy):g}s; finish with "
-                f"`{finishing_command(fleet, asked, name)}`"))
+                f"not finished within {deadline(fleet.policy):g}s; "
+                f"{_finish_with(fleet, asked, report, name)}"))
     code = EXIT_OK if all(results.values()) else EXIT_NEEDS_HUMAN
     report.finish(outcome="rolled-back" if code == EXIT_OK else "needs-human", exit_code=code,
                   message=_message(report, results))
@@ -172,8 +179,7 @@ def _worker(fleet: Fleet, driver: Driver, asked: Request, *, locks: Locks, clock
             locks.take(name)
         except (DriverError, LockHeld) as error:
             report.update(name, state=rollout.State.ROLLBACK_FAILED.value, detail=(
-                f"not reached: {error}; finish with "
-                f"`{finishing_command(fleet, asked, name)}`"))
+                f"not reached: {error}; {_finish_with(fleet, asked, report, name)}"))
             return False
         if late.is_set():
             return False
@@ -245,6 +251,10 @@ def _one(driver: Driver, asked: Request, *, fleet: Fleet, clock: Clock,
         run_id=asked.run_id, by=asked.by, reason=f"emergency rollback: {asked.reason}",
         policy=fleet.policy, clock=clock, fallback=asked.folder,
         on_state=lambda state: report.update(name, state=state.value))
-    report.update(name, detail=result.detail, checks=result.checks,
-                  rollback_revision=result.revision)
+    detail = result.detail
+    if not result.ok and not result.checks:
+        # Stopped before any check judged the release: the cluster failed, not the release,
+        # and the same rollback finishes the job once the cluster answers again.
+        detail += f"; {_finish_with(fleet, asked, report, name)}"
+    report.update(name, detail=detail, checks=result.checks, rollback_revision=result.revision)
     return result.ok and not result.unverified
