@@ -14,6 +14,7 @@ from wavegate.commands.common import ended, fleet_option, live_table, load_fleet
 from wavegate.commands.report import html_option
 from wavegate.config import durations
 from wavegate.engine import live_checks as livecheck
+from wavegate.engine import rollback as rollbacks
 from wavegate.engine import session
 from wavegate.errors import EXIT_OK, EXIT_ROLLED_BACK, InputError
 
@@ -37,7 +38,7 @@ def check(context: click.Context, app_name: str, clusters: tuple[str, ...], ever
     interval = _interval(every)
     folder = livecheck.app_folder(app_name)
     app = folder.name if folder else Path(app_name).name
-    live = session.connect(session.drivers_for(fleet, names))
+    live = session.drivers_for(fleet, names)  # each reached on its own, in its round
     page = pages.CheckPage(html_path, app=app, fleet=fleet, names=names)
     code = EXIT_OK
     for rows in livecheck.rounds(app, live, fleet.policy, folder, every=interval):
@@ -46,7 +47,10 @@ def check(context: click.Context, app_name: str, clusters: tuple[str, ...], ever
         failed = [row for row in rows if row["outcome"] == "fail"]
         if failed and rollback_on_fail:
             report = livecheck.roll_back(fleet, app, failed, by=session.actor(),
-                                         clock=SystemClock(), watch=live_table(context))
+                                         clock=SystemClock(), watch=live_table(context),
+                                         folder=folder)
+            for line in rollbacks.left_behind(report):
+                click.echo(f"wavegate: {line}", err=True)
             code = ended(report)
             return page.rolled_back(report, EXIT_ROLLED_BACK if code == EXIT_OK else code)
         code = 1 if any(row["outcome"] in ("fail", "error") for row in rows) else EXIT_OK

@@ -9,6 +9,7 @@ import click
 from wavegate.clock import SystemClock
 from wavegate.commands.common import ended, fleet_option, live_table, load_fleet
 from wavegate.commands.report import html_option
+from wavegate.engine import live_checks as livecheck
 from wavegate.engine import rollback as rollbacks
 from wavegate.engine import session
 from wavegate.errors import InputError
@@ -35,5 +36,8 @@ def rollback(context: click.Context, app_name: str, all_clusters: bool,
     report = rollbacks.emergency(
         fleet, app, session.select_clusters(fleet, clusters), to_version=to_version,
         reason=reason, by=session.actor(), clock=SystemClock(),
-        outputs=session.Outputs(report=report_path, html=html_path), watch=live_table(context))
+        outputs=session.Outputs(report=report_path, html=html_path), watch=live_table(context),
+        folder=livecheck.app_folder(app_name))
+    for line in rollbacks.left_behind(report):
+        click.echo(f"wavegate: {line}", err=True)
     return ended(report)

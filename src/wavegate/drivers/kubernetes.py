@@ -28,7 +28,8 @@ API calls, for a release of N objects and W workloads (pinned by the e2e tests):
   stored_release 1 GET; update 1 GET (fence) + 1 write; create 1 GET (fence) + 1 write + 1 LIST
   (trim to `history`) + a DELETE per record trimmed, and before the app's first revision 1
   LIST per object of the release (adoption).
-- lock: acquire 1 GET + 1 write (POST or PUT); renew 1 GET + 1 PUT; release 1 GET + 1 DELETE.
+- lock: acquire 1 GET + 1 write (POST or PUT), plus a GET a second for up to one lease term
+  when the lease's timestamps look expired; renew 1 GET + 1 PUT; release 1 GET + 1 PUT.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class KubernetesDriver:
         self.api = _Api(cluster, sleep=sleep)
         self._namespace = cluster.namespace
         self._resources: dict[tuple[str, str], kinds.Resource] = dict(kinds.KNOWN)
+        self._sightings: dict[str, lease.Sighting] = {}  # per app: leases as we saw them
+        self._terms: dict[str, float] = {}  # per app: the ttl our run holds its lease for
         self._log = log.bind(cluster=cluster.name)
 
     # --- reaching the cluster ----------------------------------------------------------------
@@ -524,6 +527,7 @@ class KubernetesDriver:
     # --- lock --------------------------------------------------------------------------------
 
     def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
+        self._terms[app] = ttl
         current: dict[str, Any] | None = None
         for _ in range(LOCK_ATTEMPTS):
             now = datetime.now(UTC)
@@ -532,7 +536,12 @@ class KubernetesDriver:
                 if self._create_lease(app, holder=holder, ttl=ttl, now=now):
                     return
                 continue  # created by someone else in between: judge theirs
-            decision = lease.decide(current, holder_id=holder, force=force, now=now)
+            decision = self._judge(app, current, holder=holder, force=force)
+            if decision is lease.Decision.HELD and lease.looks_expired(current, now=now):
+                current = self._watch_for_renewal(app, current)
+                if current is None:
+                    continue  # deleted meanwhile: take it
+                decision = self._judge(app, current, holder=holder, force=force)
             if decision is lease.Decision.HELD:
                 raise self._held(app, current)
             if decision is lease.Decision.STALE:
@@ -549,30 +558,60 @@ class KubernetesDriver:
                 return
         raise self._held(app, current or {})
 
+    def _judge(self, app: str, current: dict[str, Any], *, holder: str,
+               force: bool) -> lease.Decision:
+        """Who may take the lease, its expiry judged on our own clock (see `kube.lease`)."""
+        at = time.monotonic()
+        self._sightings[app] = lease.sighted(self._sightings.get(app), current, at=at)
+        return lease.decide(current, holder_id=holder, force=force, now=datetime.now(UTC),
+                            seen=self._sightings[app], at=at)
+
+    def _watch_for_renewal(self, app: str, current: dict[str, Any]) -> dict[str, Any] | None:
+        """A lease whose timestamps say it ran out: read it until it is renewed or a whole
+        term passes without a renewal on our clock (then its holder looks dead)."""
+        seen = self._sightings[app]
+        until = seen.since + lease.term(current)
+        latest: dict[str, Any] | None = current
+        while latest is not None and time.monotonic() < until:
+            self.api.sleep(min(1.0, max(lease.term(current) / 4, 0.05)))
+            latest = self._read_lease(app)
+            if latest is not None and lease.sighted(seen, latest, at=0.0) is not seen:
+                return latest  # renewed or changed hands: judged afresh
+        return latest
+
     def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
+        self._terms[app] = ttl
         for _ in range(LOCK_ATTEMPTS):
             current = self._read_lease(app)
-            owner = lease.holder(current) if current else None
-            if current is None or owner != holder:
+            if current is None:
+                if self._retake(app, holder=holder):
+                    return
+                continue  # someone else created it first: judge theirs
+            owner = lease.holder(current)
+            if owner != holder:
                 raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
             if self._replace_lease(app, lease.renewed(current, ttl=ttl, now=datetime.now(UTC))):
                 return
         raise DriverError(f"could not renew the lock on {app}: it kept changing",
                           cluster=self.cluster.name)
 
+    def _retake(self, app: str, *, holder: str) -> bool:
+        """A lease deleted by hand under our live run is ours again (False: someone else
+        created it first). A lease taken from us is never taken back: that one still exists."""
+        ttl = self._terms.get(app, lease.DEFAULT_TERM)
+        if not self._create_lease(app, holder=holder, ttl=ttl, now=datetime.now(UTC)):
+            return False
+        self._log.warning("kube.lock_retaken", app=app, holder=holder,
+                          detail="the lease was deleted while the run held it")
+        return True
+
     def release_lock(self, app: str, *, holder: str) -> None:
         current = self._read_lease(app)
         if current is None or lease.holder(current) != holder:
             return  # not ours (any more): leave it to whoever holds it
-        name = lease.name(app)
-        version = current["metadata"]["resourceVersion"]
-        # 409: taken (or renewed) since it was read; 404: deleted. Either way not ours to delete.
-        with contextlib.suppress(ApiError):
-            self.api.request("DELETE", kinds.LEASE.path(self._namespace, name),
-                             body={"preconditions": {"resourceVersion": version}},
-                             expect=(404, 409),
-                             action=Action("delete", "leases.coordination.k8s.io", name,
-                                           self._namespace))
+        # Cleared, not deleted: a run this one took the lease from reads "released" and stops,
+        # where a missing lease would be taken again. 409: changed since read; not ours.
+        self._replace_lease(app, lease.released(current))
 
     def read_lock(self, app: str) -> Lock | None:
         current = self._read_lease(app)
@@ -585,6 +624,10 @@ class KubernetesDriver:
         """Every write first confirms this run still holds the lease (a lease alone does not
         stop a holder that lost it without noticing)."""
         current = self._read_lease(app)
+        if current is None:
+            if self._retake(app, holder=holder):
+                return
+            current = self._read_lease(app)  # someone else created it first
         owner = lease.holder(current) if current else None
         if owner != holder:
             raise Preempted(cluster=self.cluster.name, app=app, holder=owner)

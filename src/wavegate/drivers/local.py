@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 from wavegate import filestore
@@ -42,6 +43,7 @@ from wavegate.kube import lease
 from wavegate.localfleet import objects, supervisor
 from wavegate.localfleet import status as local_status
 
+log = structlog.get_logger(__name__)
 _POLL = 0.05
 WORKLOAD_KINDS = ("Deployment",)
 
@@ -61,6 +63,7 @@ class LocalDriver:
         self.cluster = cluster
         self.local = local
         self.dir = local.state_dir / cluster.name
+        self._terms: dict[str, float] = {}  # per app: the ttl our run holds its lock for
 
     # --- reaching the cluster ----------------------------------------------------------------
 
@@ -228,6 +231,7 @@ class LocalDriver:
     # --- lock --------------------------------------------------------------------------------
 
     def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
+        self._terms[app] = ttl
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
             now = datetime.now(UTC)
             current = self._read_lease(app)
@@ -246,19 +250,33 @@ class LocalDriver:
                 else lease.taken(current, holder_id=holder, ttl=ttl, now=now)))
 
     def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
+        self._terms[app] = ttl
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
             current = self._read_lease(app)
-            owner = lease.holder(current) if current else None
-            if current is None or owner != holder:
+            if current is None:
+                self._retake(app, holder=holder)
+                return
+            owner = lease.holder(current)
+            if owner != holder:
                 raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
             filestore.write_json(self._lock_path(app),
                                  lease.renewed(current, ttl=ttl, now=datetime.now(UTC)))
 
+    def _retake(self, app: str, *, holder: str) -> None:
+        """A lock file deleted by hand under our live run is ours again (called under the
+        flock). One taken from us still exists, holder and all: that one is never retaken."""
+        ttl = self._terms.get(app, lease.DEFAULT_TERM)
+        filestore.write_json(self._lock_path(app), lease.new(
+            app, namespace=self.cluster.namespace, holder=holder, ttl=ttl, now=datetime.now(UTC)))
+        log.warning("local.lock_retaken", cluster=self.cluster.name, app=app, holder=holder,
+                    detail="the lock file was deleted while the run held it")
+
     def release_lock(self, app: str, *, holder: str) -> None:
         with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
-            current = self.read_lock(app)
-            if current is not None and current.holder == holder:
-                self._lock_path(app).unlink(missing_ok=True)
+            current = self._read_lease(app)
+            if current is not None and lease.holder(current) == holder:
+                # Cleared, not deleted: a run this one took it from reads "released" and stops.
+                filestore.write_json(self._lock_path(app), lease.released(current))
 
     def read_lock(self, app: str) -> Lock | None:
         current = self._read_lease(app)
@@ -276,6 +294,10 @@ class LocalDriver:
 
     def _fence(self, app: str, holder: str) -> None:
         """Every write first confirms this run still holds the lock."""
+        if self._read_lease(app) is None:
+            with filestore.exclusive(self._lock_path(app).with_suffix(".flock")):
+                if self._read_lease(app) is None:
+                    self._retake(app, holder=holder)
         current = self.read_lock(app)
         if current is None or current.holder != holder:
             raise Preempted(cluster=self.cluster.name, app=app,

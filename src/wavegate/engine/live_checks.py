@@ -2,7 +2,9 @@
 
 Each cluster is judged with the app folder's checks.yaml rendered for the version live there,
 so a check written today for a leak suspected today runs against what is out; without an app
-folder, with the checks stored with the live revision.
+folder, with the checks stored with the live revision. Each cluster is reached on its own (a
+cluster that does not answer is an `error` row, never the end of the command), and
+`--rollback-on-fail` is an emergency rollback: each cluster rolled back independently.
 """
 
 from __future__ import annotations
@@ -23,21 +25,30 @@ from wavegate.decide.verdict import Outcome
 from wavegate.drivers.base import Driver
 from wavegate.engine import credentials, rollback
 from wavegate.engine import probes as verify
+from wavegate.engine.locks import MAX_WORKERS
 from wavegate.engine.session import Watch, unwatched
 from wavegate.errors import DriverError, InputError
 from wavegate.outputs.report import RunReport
 
 
 def check_all(app: str, live: dict[str, Driver], policy: Policy,
-              folder: App | None = None) -> list[dict[str, Any]]:
-    with ThreadPoolExecutor(max_workers=len(live) or 1) as pool:
-        return list(pool.map(lambda driver: _check(app, driver, policy, folder),
+              folder: App | None = None,
+              reached: set[str] | None = None) -> list[dict[str, Any]]:
+    """One round on every cluster. REACHED names the drivers connected already (kept across
+    rounds); the others are connected first, each on its own."""
+    reached = set() if reached is None else reached
+    with ThreadPoolExecutor(max_workers=min(len(live), MAX_WORKERS) or 1) as pool:
+        return list(pool.map(lambda driver: _check(app, driver, policy, folder, reached),
                              live.values()))
 
 
-def _check(app: str, driver: Driver, policy: Policy, folder: App | None) -> dict[str, Any]:
+def _check(app: str, driver: Driver, policy: Policy, folder: App | None,
+           reached: set[str]) -> dict[str, Any]:
     name = driver.cluster.name
     try:
+        if name not in reached:
+            driver.connect()
+            reached.add(name)
         current = ledger.live(driver.records(app))
         if current is None:
             return {"cluster": name, "outcome": "none", "detail": f"{app} is not deployed"}
@@ -68,19 +79,20 @@ def rounds(app: str, live: dict[str, Driver], policy: Policy, folder: App | None
            every: float | None,
            sleep: Callable[[float], None] = time.sleep) -> Iterator[list[dict[str, Any]]]:
     """Each round's rows: one round, or one every `every` seconds for as long as asked."""
+    reached: set[str] = set()
     while True:
-        yield check_all(app, live, policy, folder)
+        yield check_all(app, live, policy, folder, reached)
         if every is None:
             return
         sleep(every)
 
 
 def roll_back(fleet: Fleet, app: str, failed: list[dict[str, Any]], *, by: str, clock: Clock,
-              watch: Watch = unwatched) -> RunReport:
+              watch: Watch = unwatched, folder: App | None = None) -> RunReport:
     """The leak that sat on a cluster for three days, caught by the next check: every cluster
     goes back to its last verified release."""
     reason = "; ".join(f"{row['cluster']}: {row['detail']}" for row in failed)
     return rollback.emergency(fleet, app, [cluster.name for cluster in fleet.clusters],
                               to_version=None, reason=f"check failed: {reason}", by=by,
-                              clock=clock, watch=watch,
+                              clock=clock, watch=watch, folder=folder,
                               failed_checks={row["cluster"]: str(row["detail"]) for row in failed})

@@ -2,44 +2,56 @@
 
 A deploy takes all of them before it touches anything, so a second deploy fails fast (exit 4,
 naming the holder) instead of meeting the first one mid-fleet. An emergency rollback takes them
-by force; the run that loses one learns it at its next renewal or its next fenced write.
+by force, one cluster at a time from its own workers (`take`), so a cluster it cannot reach
+never keeps it from the others; the run that loses one learns it at its next renewal or its
+next fenced write.
+
+Every cluster is asked in parallel (a bounded pool), for taking, renewing and releasing alike:
+one hung API server must not let the other leases lapse. A renewal still in flight when the next
+one is due is not sent again; one that has not come back within a lease term is reported as
+overdue (that cluster's next fenced write says whether the lease survived).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 import structlog
 
 from wavegate.drivers.base import Driver
-from wavegate.errors import DriverError, LockHeld, Preempted
+from wavegate.errors import DriverError, LockHeld, Preempted, WavegateError
 
 log = structlog.get_logger(__name__)
 DEFAULT_TTL = 30.0
+MAX_WORKERS = 32  # clusters asked at once; a hung one holds a single worker
 
 
 class Locks:
     def __init__(self, drivers: Mapping[str, Driver], *, app: str, holder: str,
                  ttl: float = DEFAULT_TTL, force: bool = False,
-                 on_lost: Callable[[Preempted], None] = lambda error: None) -> None:
+                 on_lost: Callable[[Preempted], None] = lambda error: None,
+                 all_at_once: bool = True) -> None:
+        """ALL_AT_ONCE takes every lock on entry, or none (a deploy); otherwise each is taken
+        by `take` (an emergency rollback, cluster by cluster)."""
         self.drivers, self.app, self.holder, self.ttl = drivers, app, holder, ttl
-        self.force, self.on_lost = force, on_lost
-        self._held: list[str] = []
+        self.force, self.on_lost, self.all_at_once = force, on_lost, all_at_once
+        self._held: dict[str, None] = {}  # ordered: released in the order taken
+        self._guard = threading.Lock()
         self.keep = False  # leave the leases in place on exit (a paused run)
         self._stopped = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=min(len(drivers), MAX_WORKERS) or 1,
+                                        thread_name_prefix="lock")
+        self._renewing: dict[str, tuple[Future[None], float]] = {}  # name -> (call, sent at)
         self._renewer = threading.Thread(target=self._renew_until_stopped, daemon=True,
                                          name="lock-renewal")
 
     def __enter__(self) -> Locks:
-        try:
-            for name, driver in self.drivers.items():
-                driver.acquire_lock(self.app, holder=self.holder, ttl=self.ttl, force=self.force)
-                self._held.append(name)
-        except (LockHeld, DriverError):
-            self.release()
-            raise
+        if self.all_at_once:
+            self._take_all()
         self._renewer.start()
         return self
 
@@ -50,22 +62,64 @@ class Locks:
             self._renewer.join()
         if not self.keep:
             self.release()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def held(self) -> list[str]:
+        with self._guard:
+            return list(self._held)
+
+    def take(self, name: str) -> None:
+        """Take one cluster's lock (LockHeld, DriverError); renewed from then on."""
+        self.drivers[name].acquire_lock(self.app, holder=self.holder, ttl=self.ttl,
+                                        force=self.force)
+        with self._guard:
+            self._held[name] = None
 
     def release(self) -> None:
-        for name in self._held:
-            try:
-                self.drivers[name].release_lock(self.app, holder=self.holder)
-            except (DriverError, Preempted) as error:
-                log.warning("lock.release_failed", cluster=name, detail=str(error))
-        self._held.clear()
+        names = self.held
+        list(self._pool.map(self._release_one, names))
+        with self._guard:
+            self._held.clear()
+
+    def _take_all(self) -> None:
+        """Every lock, asked in parallel; if any is refused, the ones taken are given back and
+        the refusal is raised (a held lock before an unreachable cluster: exit 4 names it)."""
+        errors = [error for error in self._pool.map(self._try_take, list(self.drivers)) if error]
+        if errors:
+            self.release()
+            raise next((e for e in errors if isinstance(e, LockHeld)), errors[0])
+
+    def _try_take(self, name: str) -> WavegateError | None:
+        try:
+            self.take(name)
+        except (LockHeld, DriverError) as error:
+            return error
+        return None
+
+    def _release_one(self, name: str) -> None:
+        try:
+            self.drivers[name].release_lock(self.app, holder=self.holder)
+        except (DriverError, Preempted) as error:
+            log.warning("lock.release_failed", cluster=name, detail=str(error))
 
     def _renew_until_stopped(self) -> None:
         while not self._stopped.wait(self.ttl / 3):
-            for name in list(self._held):
-                try:
-                    self.drivers[name].renew_lock(self.app, holder=self.holder, ttl=self.ttl)
-                except Preempted as error:
-                    self._held.remove(name)
-                    self.on_lost(error)
-                except DriverError as error:
-                    log.warning("lock.renew_failed", cluster=name, detail=str(error))
+            now = time.monotonic()
+            for name in self.held:
+                pending = self._renewing.get(name)
+                if pending is None or pending[0].done():
+                    self._renewing[name] = (self._pool.submit(self._renew_one, name), now)
+                elif now - pending[1] >= self.ttl:
+                    log.warning("lock.renew_overdue", cluster=name, app=self.app,
+                                waited=round(now - pending[1], 1))
+
+    def _renew_one(self, name: str) -> None:
+        try:
+            self.drivers[name].renew_lock(self.app, holder=self.holder, ttl=self.ttl)
+        except Preempted as error:
+            with self._guard:
+                self._held.pop(name, None)
+            self.on_lost(error)
+        except DriverError as error:
+            log.warning("lock.renew_failed", cluster=name, detail=str(error))

@@ -5,6 +5,12 @@ Used both when a deploy fails (back to the revision before it) and by the emerge
 the ledger reads as a timeline: 2.0.0 rolled-back, then 1.0.0 verified again. The caller
 passes the ledger it has just read; nothing here reads it again unless a compare-and-set says
 it changed underneath.
+
+A rollback is never blocked by checks configuration: when the target's stored checks no longer
+load, or a token they name cannot be read, the release is rolled back anyway and verified with
+what can be used (the app folder's current checks, rendered for the target's version, else its
+rollout alone); the result says so (`unverified`), in the report and the ledger's reason, and
+the run ends needing a human (exit 3).
 """
 
 from __future__ import annotations
@@ -17,16 +23,16 @@ import structlog
 
 from wavegate.clock import Clock
 from wavegate.config import checks
-from wavegate.config.app import Release
+from wavegate.config.app import CHECKS_FILE, App, Release
 from wavegate.config.checks import Suite
 from wavegate.config.fleet import Policy
 from wavegate.decide import drift, rollout
-from wavegate.decide.ledger import Record, Status
+from wavegate.decide.ledger import Counts, Record, Status
 from wavegate.decide.rollout import ClusterStatus, State
 from wavegate.drivers.base import Driver
 from wavegate.engine import credentials, probes
 from wavegate.engine import ledger_writes as ledgerio
-from wavegate.errors import Preempted, WavegateError
+from wavegate.errors import InputError, Preempted, WavegateError
 
 log = structlog.get_logger(__name__)
 
@@ -38,22 +44,35 @@ class Restored:
     detail: str
     checks: list[dict[str, object]]
     revision: int | None = None  # the ledger revision the rollback wrote, if it got that far
+    unverified: str | None = None  # why the target's own checks did not prove it, if they did not
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The checks a restored release is proved by: its own, a stand-in, or none (rollout only)."""
+
+    suite: Suite | None
+    tokens: Mapping[str, str | None]
+    unverified: str | None = None  # why not its own stored checks
 
 
 def restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
     on_state: Callable[[State], None] = lambda state: None,
-    baseline: drift.Baseline | None = None,
+    baseline: drift.Baseline | None = None, fallback: App | None = None,
 ) -> Restored:
     """Roll back to `target`; whatever goes wrong is a failed rollback, except `Preempted`
     (someone else took the cluster: their word stands), which is raised. With the access
-    `baseline` taken before the failed release, the restored one must show what it showed."""
+    `baseline` taken before the failed release, the restored one must show what it showed.
+    FALLBACK is the app folder whose checks stand in when the target's stored ones cannot be
+    used."""
     on_state(State.ROLLING_BACK)
     try:
         result = _restore(driver, app=app, records=records, replacing=replacing, target=target,
                           run_id=run_id, by=by, reason=reason, policy=policy, clock=clock,
-                          baseline=baseline.for_rollback() if baseline else None)
+                          baseline=baseline.for_rollback() if baseline else None,
+                          fallback=fallback)
     except Preempted:
         raise
     except WavegateError as error:
@@ -72,7 +91,7 @@ def restore(
 def _restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
-    baseline: drift.Baseline | None,
+    baseline: drift.Baseline | None, fallback: App | None,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
@@ -83,30 +102,54 @@ def _restore(
     if target.status is Status.ADOPTED:
         return _readopt(driver, release, records=records, replacing=replacing, target=target,
                         run_id=run_id, by=by, reason=reason, policy=policy)
-    where = Path(f"{driver.cluster.name}/revision-{target.revision}/checks.yaml")
-    suite = checks.load(release.checks, where)
-    tokens = credentials.resolve(suite)
+    proof = verification(driver, release, target, fallback)
+    if proof.unverified:
+        log.warning("rollback.unverified", cluster=driver.cluster.name, detail=proof.unverified)
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason, records=records,
         rollback_of=replacing.revision if replacing else None)
     driver.apply(release, holder=run_id)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    status, last = _verify(driver.endpoint(), suite, tokens, policy, clock, baseline)
-    results = [result.as_dict() for result in last.results]
+    status, last = _verify(driver.endpoint(), proof, policy, clock, baseline)
+    results = [result.as_dict() for result in last.results] if last else []
     failed = status.state is State.FAILED
+    said = f"{reason} ({proof.unverified})" if proof.unverified else reason
     ledgerio.mark(driver, app, record.revision, holder=run_id, current=record,
                   status=Status.FAILED if failed else Status.VERIFIED,
-                  checks=probes.counts(last), reason=reason)
+                  checks=probes.counts(last) if last else Counts(), reason=said)
     if failed:
-        return Restored(False, target.version, f"{target.version} failed its own checks: "
-                                               f"{status.reason}", results, record.revision)
+        return Restored(False, target.version, f"{target.version} failed its "
+                        f"{'stand-in' if proof.unverified else 'own'} checks: {status.reason}",
+                        results, record.revision, proof.unverified)
     # open_revision supersedes an unfinished record: that one is read again before its update.
     known = _as_read(replacing, records)
     unfinished = known is not None and known.status in (Status.APPLYING, Status.INTERRUPTED)
     _retire(driver, app, replacing, run_id, reason, known=None if unfinished else known)
-    return Restored(True, target.version, f"back on {target.version} "
-                                          f"(revision {record.revision})", results,
-                    record.revision)
+    back = f"back on {target.version} (revision {record.revision})"
+    return Restored(True, target.version, f"{back}; {proof.unverified}" if proof.unverified
+                    else back, results, record.revision, proof.unverified)
+
+
+def verification(driver: Driver, release: Release, target: Record,
+                 fallback: App | None) -> Verification:
+    """The target's stored checks and tokens; if they cannot be used, the app folder's checks
+    for the target's version; else none (the rollout alone), with why."""
+    where = Path(f"{driver.cluster.name}/revision-{target.revision}/checks.yaml")
+    try:
+        suite = checks.load(release.checks, where)
+        return Verification(suite, credentials.resolve(suite))
+    except InputError as error:
+        why = f"its stored checks are unusable ({error})"
+    if fallback is not None:
+        try:
+            suite = checks.load(fallback.render_checks(driver.cluster, target.version),
+                                fallback.path / CHECKS_FILE)
+            return Verification(suite, credentials.resolve(suite),
+                                f"not verified by its own checks: {why}; verified with "
+                                f"{fallback.path / CHECKS_FILE} instead")
+        except InputError as error:
+            why += f"; {fallback.path / CHECKS_FILE} is unusable too ({error})"
+    return Verification(None, {}, f"not verified by checks: {why}; judged by its rollout only")
 
 
 def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
@@ -136,13 +179,16 @@ def _as_read(replacing: Record | None, records: Sequence[Record]) -> Record | No
     return next((r for r in records if r.revision == replacing.revision), None)
 
 
-def _verify(endpoint: str, suite: Suite, tokens: Mapping[str, str | None], policy: Policy,
-            clock: Clock, baseline: drift.Baseline | None) -> tuple[ClusterStatus, probes.Round]:
-    """Rounds until the restored release passes, fails, or errs `max_check_errors` times."""
+def _verify(endpoint: str, proof: Verification, policy: Policy, clock: Clock,
+            baseline: drift.Baseline | None) -> tuple[ClusterStatus, probes.Round | None]:
+    """Rounds until the restored release passes, fails, or errs `max_check_errors` times; no
+    round at all without checks to send (its rollout was all there was to judge)."""
     status = ClusterStatus(State.VERIFYING)
+    if proof.suite is None:
+        return ClusterStatus(State.VERIFIED), None
     while True:
-        last = probes.run_round(endpoint, suite, tokens, deadline=policy.check_timeout,
-                                baseline=baseline)
+        last = probes.run_round(endpoint, proof.suite, proof.tokens,
+                                deadline=policy.check_timeout, baseline=baseline)
         status = rollout.after_round(status, last.outcome, policy, clock.now(),
                                      probes.describe(last))
         if status.state is not State.VERIFYING:

@@ -13,6 +13,17 @@ An expired lease is not taken without force: a run that stopped renewing may sti
 and only `resume` or `rollback` know to finish or undo what it did. Every write of a lease
 carries the resourceVersion it was read at, so of two runs racing for it one gets a 409.
 
+Expiry across machines is judged on the reader's clock, never by comparing the holder's
+renewTime with it (clock skew would make a live run look dead, and `resume` of a live run
+drives it twice): a reader notes when it first saw each resourceVersion (a `Sighting`) and
+calls the lease expired only once it has seen no renewal for a whole lease term. Timestamps
+that look expired are only a reason to watch (`looks_expired`). Readers that share the
+writer's clock (the local fleet) may pass no sighting and judge by the timestamps.
+
+A lease is released by clearing its holder, not deleted: a run whose lease was taken and then
+released by an emergency rollback reads "released" and stops, while a lease that is gone (deleted
+by hand) is taken again by the live run that held it.
+
 MicroTime fields must be RFC 3339 with exactly six fractional digits in v1.20: `isoformat()`
 drops the fraction at a whole second and writes `+00:00`, which the server refuses.
 """
@@ -20,11 +31,14 @@ drops the fraction at a whole second and writes `+00:00`, which the server refus
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from wavegate.config.app import APP_LABEL, MANAGED_BY
+
+DEFAULT_TERM = 30.0  # seconds, for a lease retaken where its run's ttl is not known
 
 
 class Decision(Enum):
@@ -78,14 +92,50 @@ def expires_text(lease: dict[str, Any]) -> str | None:
     return until.isoformat(timespec="seconds") if until else None
 
 
-def decide(lease: dict[str, Any], *, holder_id: str, force: bool, now: datetime) -> Decision:
+@dataclass(frozen=True)
+class Sighting:
+    """A lease as one reader saw it: its holder and version, and when (on the reader's own
+    monotonic clock) the reader first saw that version."""
+
+    holder: str | None
+    version: str
+    since: float
+
+
+def sighted(previous: Sighting | None, lease: dict[str, Any], *, at: float) -> Sighting:
+    """The reader's sighting after reading `lease` at `at`: kept while the lease is unchanged,
+    new as soon as it was renewed or changed hands."""
+    seen = Sighting(holder(lease), _version(lease), at)
+    if previous is not None and (previous.holder, previous.version) == (seen.holder,
+                                                                        seen.version):
+        return previous
+    return seen
+
+
+def term(lease: dict[str, Any]) -> float:
+    return float((lease.get("spec") or {}).get("leaseDurationSeconds") or 0)
+
+
+def looks_expired(lease: dict[str, Any], *, now: datetime) -> bool:
+    """The lease's own timestamps say it ran out: a reason to watch it, not a verdict (the
+    holder's clock may be ahead or behind ours)."""
+    until = expires(lease)
+    return until is not None and until <= now
+
+
+def decide(lease: dict[str, Any], *, holder_id: str, force: bool, now: datetime,
+           seen: Sighting | None = None, at: float = 0.0) -> Decision:
+    """SEEN (this reader's sighting of `lease`, `at` its clock now) judges expiry by silence
+    for a whole lease term; without it, by the lease's timestamps (one clock only)."""
     current = holder(lease)
     if current == holder_id:
         return Decision.RENEW
     if current is None or force:
         return Decision.TAKE
-    until = expires(lease)
-    return Decision.STALE if until is not None and until <= now else Decision.HELD
+    if seen is not None:
+        silent = at - seen.since
+        return Decision.STALE if term(lease) > 0 and silent >= term(lease) else Decision.HELD
+    return Decision.STALE if looks_expired(lease, now=now) else Decision.HELD
 
 
 def renewed(lease: dict[str, Any], *, ttl: float, now: datetime) -> dict[str, Any]:
@@ -101,6 +151,20 @@ def taken(lease: dict[str, Any], *, holder_id: str, ttl: float, now: datetime) -
             "acquireTime": micro_time(now), "renewTime": micro_time(now),
             "leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
     return {**_for_update(lease), "spec": spec}
+
+
+def released(lease: dict[str, Any]) -> dict[str, Any]:
+    """The lease with no holder: kept, so a run that lost it reads "released", not "gone"."""
+    spec = {key: value for key, value in (lease.get("spec") or {}).items()
+            if key != "holderIdentity"}
+    return {**_for_update(lease), "spec": spec}
+
+
+def _version(lease: dict[str, Any]) -> str:
+    """What changes on every write of the lease: its resourceVersion, else its renewTime."""
+    version = (lease.get("metadata") or {}).get("resourceVersion")
+    spec = lease.get("spec") or {}
+    return str(version or spec.get("renewTime") or spec.get("acquireTime") or "")
 
 
 def _for_update(lease: dict[str, Any]) -> dict[str, Any]:
