@@ -43,14 +43,16 @@ class Restored:
 def restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
-    on_state: Callable[[State], None] = lambda state: None,
+    on_state: Callable[[State], None] = lambda state: None, holder: str | None = None,
 ) -> Restored:
     """Roll back to `target`; whatever goes wrong is a failed rollback, except `Preempted`
-    (someone else took the cluster: their word stands), which is raised."""
+    (someone else took the cluster: their word stands), which is raised. `holder` fences the
+    writes (a deploy's process incarnation), the run id when not given."""
     on_state(State.ROLLING_BACK)
     try:
         result = _restore(driver, app=app, records=records, replacing=replacing, target=target,
-                          run_id=run_id, by=by, reason=reason, policy=policy, clock=clock)
+                          run_id=run_id, by=by, reason=reason, policy=policy, clock=clock,
+                          holder=holder or run_id)
     except Preempted:
         raise
     except WavegateError as error:
@@ -69,28 +71,29 @@ def restore(
 def _restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
+    holder: str,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
-        driver.delete(app, holder=run_id)
-        _retire(driver, app, replacing, run_id, reason, known=_as_read(replacing, records))
+        driver.delete(app, holder=holder)
+        _retire(driver, app, replacing, holder, reason, known=_as_read(replacing, records))
         return Restored(True, None, "no earlier verified release: removed the app", [])
     release = driver.stored_release(target)
     if target.status is Status.ADOPTED:
         return _readopt(driver, release, records=records, replacing=replacing, target=target,
-                        run_id=run_id, by=by, reason=reason, policy=policy)
+                        run_id=run_id, by=by, reason=reason, policy=policy, holder=holder)
     where = Path(f"{driver.cluster.name}/revision-{target.revision}/checks.yaml")
     suite = checks.load(release.checks, where)
     tokens = credentials.resolve(suite)
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason, records=records,
-        rollback_of=replacing.revision if replacing else None)
-    driver.apply(release, holder=run_id)
+        rollback_of=replacing.revision if replacing else None, holder=holder)
+    driver.apply(release, holder=holder)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
     status, last = _verify(driver.endpoint(), suite, tokens, policy, clock)
     results = [result.as_dict() for result in last.results]
     failed = status.state is State.FAILED
-    ledgerio.mark(driver, app, record.revision, holder=run_id, current=record,
+    ledgerio.mark(driver, app, record.revision, holder=holder, current=record,
                   status=Status.FAILED if failed else Status.VERIFIED,
                   checks=probes.counts(last), reason=reason)
     if failed:
@@ -99,7 +102,7 @@ def _restore(
     # open_revision supersedes an unfinished record: that one is read again before its update.
     known = _as_read(replacing, records)
     unfinished = known is not None and known.status in (Status.APPLYING, Status.INTERRUPTED)
-    _retire(driver, app, replacing, run_id, reason, known=None if unfinished else known)
+    _retire(driver, app, replacing, holder, reason, known=None if unfinished else known)
     return Restored(True, target.version, f"back on {target.version} "
                                           f"(revision {record.revision})", results,
                     record.revision)
@@ -107,18 +110,18 @@ def _restore(
 
 def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
              replacing: Record | None, target: Record, run_id: str, by: str, reason: str,
-             policy: Policy) -> Restored:
+             policy: Policy, holder: str) -> Restored:
     """Back to what ran before the first wavegate release. It has no checks of its own (the
     release's would judge another version), so it is rolled out, not verified, and its new
     revision says `adopted` again rather than claiming a verification that did not happen."""
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason, records=records,
-        rollback_of=replacing.revision if replacing else None)
-    driver.apply(release, holder=run_id)
+        rollback_of=replacing.revision if replacing else None, holder=holder)
+    driver.apply(release, holder=holder)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    ledgerio.mark(driver, release.app, record.revision, holder=run_id, current=record,
+    ledgerio.mark(driver, release.app, record.revision, holder=holder, current=record,
                   status=Status.ADOPTED, reason=reason)
-    _retire(driver, release.app, replacing, run_id, reason, known=None)
+    _retire(driver, release.app, replacing, holder, reason, known=None)
     return Restored(True, target.version, f"back on the objects adopted before the first "
                                           f"release (revision {record.revision}, not checked: "
                                           "they have no checks of their own)", [],
@@ -145,8 +148,8 @@ def _verify(endpoint: str, suite: Suite, tokens: Mapping[str, str | None], polic
         clock.sleep(rollout.retry_pause(policy))
 
 
-def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str, reason: str, *,
+def _retire(driver: Driver, app: str, replacing: Record | None, holder: str, reason: str, *,
             known: Record | None) -> None:
     if replacing is not None:
-        ledgerio.mark(driver, app, replacing.revision, holder=run_id, current=known,
+        ledgerio.mark(driver, app, replacing.revision, holder=holder, current=known,
                       status=Status.ROLLED_BACK, reason=reason)
