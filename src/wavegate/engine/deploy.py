@@ -10,10 +10,13 @@ waves out, and the report comes back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import structlog
 
 from wavegate import drivers
 from wavegate.clock import Clock
@@ -44,6 +47,8 @@ from wavegate.engine.session import (
 from wavegate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError, LockHeld, StaleLock, run_of
 from wavegate.outputs import journal
 from wavegate.outputs.report import RunReport
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -232,24 +237,34 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
 
 
 TakeOver = Callable[..., None]
+TAKE_OVER_SLACK = 5.0  # past a lease term, for a renewal that was on its way
+TAKE_OVER_POLL = 1.0
 
 
 def _take_over(live: Mapping[str, Driver], *, app: str, holder: str, gone: bool) -> None:
-    """Take the leases an earlier process of this same run still holds: when that process is
-    known to be gone, or its lease has run out. A live one (on another machine, say) keeps
-    them, and `Locks` then refuses with exit 4 naming it."""
+    """Take the leases an earlier process of this same run still holds: at once when that
+    process is known to be gone (its journal's pid is not alive here); otherwise (no journal
+    here: a new CI runner) once its lease runs out, waiting one lease term at most. A lease
+    still renewed after that belongs to a live process, and LockHeld (exit 4) names it."""
     for driver in live.values():
         held = driver.read_lock(app)
         if held is None or held.holder == holder or run_of(held.holder) != run_of(holder):
             continue
-        try:
-            driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=False)
-        except StaleLock:
-            driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=True)
-        except LockHeld:
-            if not gone:
-                raise
-            driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=True)
+        deadline = time.monotonic() + DEFAULT_TTL + TAKE_OVER_SLACK
+        while True:
+            try:
+                driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=gone)
+                break
+            except StaleLock:
+                driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=True)
+                break
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("resume.waiting_for_lease", cluster=driver.cluster.name,
+                         holder=held.holder, detail="no journal here says whether that "
+                         "process lives: waiting for its lease to run out")
+                time.sleep(TAKE_OVER_POLL)
 
 
 def _paused(report: RunReport, wave: str | None, fleet: Fleet) -> str:
