@@ -78,12 +78,14 @@ class SimDriver:
         assert self.state.live_version is not None, "nothing deployed"
         return self.servers[self.state.live_version]
 
-    def apply(self, release: Release, *, holder: str) -> None:
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: object = None) -> None:
         self._api("apply")
         self._fence(release.app, holder)
         self.state.live_version = release.version
 
-    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+    def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
+                     cancel: object = None) -> None:
         time.sleep(self.model.rollout)
 
     def delete(self, app: str, *, holder: str) -> None:

@@ -17,7 +17,14 @@ from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
 from wavegate.drivers.base import Lock
-from wavegate.errors import Conflict, DriverError, LockHeld, Preempted, RolloutFailed
+from wavegate.errors import (
+    Conflict,
+    DriverError,
+    LockHeld,
+    Preempted,
+    RolloutFailed,
+    Stopped,
+)
 
 
 class FakeClock:
@@ -104,14 +111,22 @@ class FakeDriver:
         host, port = self.state.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: threading.Event | None = None) -> None:
         self.state.inject("apply")
+        if cancel is not None and cancel.is_set():
+            raise Stopped(cluster=self.cluster.name)
         self._fence(release.app, holder)
         self.state.serve(release.version, _container_env(release))
         self.state.applied.append(release.version)
 
-    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+    def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
+                     cancel: threading.Event | None = None) -> None:
         self.state.inject("wait_rollout")
+        if cancel is not None and cancel.is_set():
+            raise Stopped(cluster=self.cluster.name)
+        if holder is not None:
+            self._fence(release.app, holder)
         self._reachable()
         if release.version in self.state.broken_versions:
             raise RolloutFailed(f"library-app: PodCrashed: {release.version} exits at start")

@@ -53,7 +53,7 @@ class App:
 def route(app: App, path: str, query: str, authorization: str | None) -> Response:
     """The response to `GET path?query`, apart from injected 5xx (a per-process count)."""
     if path == "/healthz":
-        return (503, {"status": "starting"}) if app.faults.never_ready else (200, {"status": "ok"})
+        return (200, {"status": "ok"}) if app.faults.ready() else (503, {"status": "starting"})
     if path == "/version":
         return 200, {"version": app.version}
     if not path.startswith("/api/"):
@@ -126,6 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path.startswith("/api/") and self.server.next_api_request_fails():
             self._send(500, {"error": "injected failure"})
+            return
+        if url.path.startswith("/api/") and self.server.app.faults.hang:
+            self.server.closing.wait()  # `hang`: no answer at all, until the process stops
+            self.close_connection = True
             return
         if url.path.startswith("/api/") and self._send_injected_body():
             return

@@ -4,9 +4,11 @@
     ├── InputError          (2)   bad fleet, app, checks or arguments; names file, line, field
     ├── LockHeld            (4)   another run holds a cluster's lock
     │   └── StaleLock       (4)   ... and its lease ran out: that run looks dead
+    ├── RunAlive            (4)   the run to resume still has a live process
     ├── Preempted           (4)   this run lost its lock (an emergency rollback took it)
     ├── RolloutFailed       (3)   the workloads did not become ready (the run rolls it back)
     ├── Conflict            (3)   a ledger compare-and-set lost: the record changed meanwhile
+    ├── Stopped             (3)   a step ended early because its run is stopping (never shown)
     └── NeedsHuman          (3)   a cluster could not be reached, or a rollback failed
         ├── DriverError     (3)   a driver call failed for good (after its retries)
         │   └── FieldConflict (2) applying would take fields another field manager owns
@@ -57,6 +59,11 @@ class InputError(WavegateError):
         return f"{where}{field}{self.message}"
 
 
+def run_of(holder: str) -> str:
+    """The run id in a lock holder: a holder is `<run id>/<process token>` (one incarnation)."""
+    return holder.partition("/")[0]
+
+
 class LockHeld(WavegateError):
     exit_code = EXIT_LOCKED
 
@@ -74,8 +81,19 @@ class StaleLock(LockHeld):
     def __init__(self, *, cluster: str, app: str, holder: str, expires: str | None) -> None:
         super().__init__(cluster=cluster, app=app, holder=holder, expires=expires)
         self.args = (f"{cluster}: {app} is locked by run {holder}, whose lease expired at "
-                     f"{expires}: that run looks dead; `wavegate resume {holder}` finishes it, "
-                     f"`wavegate rollback {app}` undoes it",)
+                     f"{expires}: that run looks dead; `wavegate resume {run_of(holder)}` "
+                     f"finishes it, `wavegate rollback {app}` undoes it",)
+
+
+class RunAlive(WavegateError):
+    """`resume` of a run whose process still runs: two processes must never drive one run."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, *, run_id: str, pid: int) -> None:
+        self.run_id, self.pid = run_id, pid
+        super().__init__(f"run {run_id} is still running (pid {pid}); wait for it to end, or "
+                         f"stop it with `wavegate abort {run_id}`")
 
 
 class Preempted(WavegateError):
@@ -97,6 +115,17 @@ class Conflict(WavegateError):
     """A compare-and-set lost: the record changed since it was read."""
 
     exit_code = EXIT_NEEDS_HUMAN
+
+
+class Stopped(WavegateError):
+    """A run asked one of its steps to end early (a signal, a lost lock): a driver raises it
+    before its next write, or from a wait, and has written nothing more. The run handles it."""
+
+    exit_code = EXIT_NEEDS_HUMAN
+
+    def __init__(self, *, cluster: str) -> None:
+        self.cluster = cluster
+        super().__init__(f"{cluster}: stopped before the step finished (the run is stopping)")
 
 
 class NeedsHuman(WavegateError):

@@ -76,3 +76,20 @@ def test_only_a_live_wavegate_process_counts_as_the_run_still_going():
     assert not journal.alive(0)
     assert not journal.alive(-1)
     assert not journal.alive(2**22 + 1)  # above Linux's pid_max: no such process
+
+
+def test_a_live_run_is_its_pid_and_its_start_time_not_a_reused_pid():
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        started = psutil.Process(child.pid).create_time()
+        assert journal.alive(child.pid, started)
+        assert not journal.alive(child.pid, started - 60)  # the pid now names another process
+    finally:
+        child.communicate(b"")
+    assert not journal.alive(child.pid, started)  # ended

@@ -160,6 +160,8 @@ def test_unknown_leak_or_fault_is_refused_rather_than_ignored() -> None:
         ("huge-body", Faults(huge_body_mib=256)),
         ("huge-body-32", Faults(huge_body_mib=32)),
         ("trickle", Faults(trickle=True)),
+        ("hang", Faults(hang=True)),
+        ("ready-when:/tmp/go", Faults(ready_when="/tmp/go")),
     ],
 )
 def test_parse_faults(value: str, faults: Faults) -> None:

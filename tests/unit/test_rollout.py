@@ -40,6 +40,7 @@ BAKING, VERIFIED, FAILED = State.BAKING, State.VERIFIED, State.FAILED
 ROLLING_BACK, ROLLED_BACK, ROLLBACK_FAILED = (State.ROLLING_BACK, State.ROLLED_BACK,
                                               State.ROLLBACK_FAILED)
 PASS, FAIL, ERROR = Outcome.PASS, Outcome.FAIL, Outcome.ERROR
+INTERRUPTED = State.INTERRUPTED
 
 # clusters/production.yaml, as loaded (see test_fleet): the incident's fleet.
 CANARY = Wave("canary", ("prod-0",), max_parallel=1, bake=7200.0)
@@ -203,9 +204,11 @@ def test_a_round_reported_late_does_not_change_a_cluster_that_moved_on(state: St
     assert after_round(status, FAIL, POLICY, 7.0, "late") == status
 
 
-def test_a_stop_while_verifying_finishes_without_waiting_for_a_pass() -> None:
+def test_a_stop_while_verifying_rolls_the_cluster_back_without_waiting_for_a_pass() -> None:
     seen = observed({"prod-0": VERIFYING}, stop=Ending.INTERRUPTED)
-    assert decide(PLAN, seen, 5.0) == Decision(finish=Ending.INTERRUPTED)
+    assert decide(PLAN, seen, 5.0) == Decision(unwind=("prod-0",))
+    unwound = with_state(rollout.with_unwound(seen, ("prod-0",)), "prod-0", ROLLED_BACK)
+    assert decide(PLAN, unwound, 6.0) == Decision(finish=Ending.INTERRUPTED)
 
 
 def test_a_failure_rolls_back_a_sibling_still_verifying() -> None:
@@ -325,6 +328,31 @@ def test_a_stop_finishes_after_in_flight_steps_settle(stop: Ending) -> None:
     assert decide(PLAN, busy, 100.0) == Decision()
     settled = with_state(busy, "prod-2", BAKING)
     assert decide(PLAN, settled, 100.0) == Decision(finish=stop)
+
+
+@pytest.mark.parametrize(("states", "unwind"), [
+    pytest.param({"prod-0": INTERRUPTED}, ("prod-0",), id="apply cut short"),
+    pytest.param({"prod-0": VERIFIED, "prod-2": VERIFYING, "prod-3": INTERRUPTED,
+                  "prod-4": BAKING}, ("prod-2", "prod-3"), id="verified and baking stay"),
+    pytest.param({"prod-0": BAKING, "prod-2": P}, (), id="nothing unverified"),
+])
+def test_an_interrupt_rolls_back_only_what_is_not_verified(
+        states: dict[str, State], unwind: tuple[str, ...]) -> None:
+    seen = observed(states, stop=Ending.INTERRUPTED, bake_started={"canary": 0.0})
+    expected = Decision(unwind=unwind) if unwind else Decision(finish=Ending.INTERRUPTED)
+    assert decide(PLAN, seen, 100.0) == expected
+
+
+def test_an_interrupt_under_halt_leaves_the_unverified_for_resume() -> None:
+    seen = observed({"prod-0": VERIFYING}, stop=Ending.INTERRUPTED)
+    assert decide(plan(on_failure="halt"), seen, 5.0) == Decision(finish=Ending.INTERRUPTED)
+
+
+def test_an_unwound_cluster_is_not_a_failure_of_the_release() -> None:
+    seen = observed({"prod-0": VERIFIED, "prod-2": ROLLBACK_FAILED}, stop=Ending.INTERRUPTED)
+    unwound = rollout.with_unwound(seen, ("prod-2",))
+    assert decide(PLAN, unwound, 5.0) == Decision(finish=Ending.INTERRUPTED)
+    assert decide(PLAN, seen, 5.0).rollback  # not unwound: a failure, and its policy
 
 
 def test_a_stop_during_a_bake_finishes_at_once() -> None:

@@ -294,8 +294,10 @@ def test_preempted_mid_wave_ends_the_run_as_preempted_and_closes_its_records(clu
     assert clusters["prod-3"].applied == ["1.0.0", "1.1.0"]
     for name in ("prod-1", "prod-5"):
         assert clusters[name].applied == ["1.0.0"]
-    # ... and leaves no record `applying` for resume or a reader to guess about.
-    for name in ("prod-2", "prod-3", "prod-4"):
+    # ... never writes again where it lost the lock (its record is the taker's to close) ...
+    assert statuses(clusters["prod-3"])[-1] == ("1.1.0", "applying")
+    # ... and leaves no record `applying` for resume or a reader to guess about elsewhere.
+    for name in ("prod-2", "prod-4"):
         assert statuses(clusters[name])[-1] == ("1.1.0", "interrupted"), name
 
 

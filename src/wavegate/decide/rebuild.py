@@ -4,7 +4,8 @@ The ledgers are the truth (they live in the clusters); the local journal only sa
 and with which inputs. A cluster whose revision of this run is still `applying` or
 `interrupted` is deployed again (every step is idempotent, and its revision is reused); one
 whose rollback was cut short is rolled back again; the bake of the current wave starts over,
-since nobody watched the clusters while the run was down.
+since nobody watched the clusters while the run was down. A cluster an interrupt rolled back
+before it was verified (its revision `interrupted`, then a rollback that held) is pending again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def cluster_state(records: Sequence[Record],
     newest = mine[0]
     if newest.rollback_of is not None:
         original = next((r for r in mine if r.revision == newest.rollback_of), None)
+        if original is not None and original.status is Status.INTERRUPTED \
+                and newest.status in (Status.VERIFIED, Status.ADOPTED):
+            # An interrupt put it back before it was verified: not a failure, deploy it again.
+            return ClusterStatus(), None
         done = newest.status is Status.VERIFIED
         state = State.ROLLED_BACK if done else State.FAILED
         return ClusterStatus(state=state, changed=True, reason=newest.reason), original

@@ -71,6 +71,8 @@ class Observed:
     rollback_done: bool = False
     stop: Ending | None = None  # set by a signal (INTERRUPTED) or a lost lock (PREEMPTED)
     window_open: bool = True  # inside the deploy windows (or told to ignore them)
+    # Clusters an interrupt rolled back because they were not verified yet: not failures.
+    unwound: frozenset[str] = frozenset()
 
     @classmethod
     def start(cls, waves: tuple[Wave, ...]) -> Observed:
@@ -88,6 +90,7 @@ class Decision:
     finish: Ending | None = None
     paused_at: str | None = None  # the wave a PAUSED run would start next
     abort: bool = False  # fail every cluster the run changed, then apply the failure policy
+    unwind: tuple[str, ...] = ()  # interrupted before verified: back to last-known-good
     wake_at: float | None = None  # look again then, or when a task reports
 
 
@@ -108,6 +111,10 @@ def decide(plan: Plan, seen: Observed, now: float) -> Decision:
         return Decision(abort=True)
     if _failed(seen):
         return _on_failure(plan, seen)  # an interrupt does not skip a rollback already due
+    if seen.stop is Ending.INTERRUPTED and plan.policy.on_failure != "halt":
+        unwind = _unverified(seen)
+        if unwind:
+            return Decision(unwind=unwind)
     if seen.stop is not None:
         return Decision(finish=seen.stop)
     wave = next((w for w in plan.waves if not _all(seen, w.clusters, State.VERIFIED)), None)
@@ -241,7 +248,16 @@ def _ending_after_failure(plan: Plan, seen: Observed) -> Ending:
 
 def _failed(seen: Observed) -> bool:
     return any(s.state in (State.FAILED, State.ROLLBACK_FAILED, State.ROLLED_BACK)
-               for s in seen.clusters.values())
+               for n, s in seen.clusters.items() if n not in seen.unwound)
+
+
+def _unverified(seen: Observed) -> tuple[str, ...]:
+    """What an interrupt leaves that no check has passed yet: a verification in progress, or
+    a step the stop cut short (a cluster whose bake started passed its first verification
+    and stays, like a verified one; `resume` bakes it again)."""
+    return tuple(name for name, status in seen.clusters.items()
+                 if status.state in (State.VERIFYING, State.INTERRUPTED)
+                 and name not in seen.unwound)
 
 
 def _all(seen: Observed, clusters: tuple[str, ...], state: State) -> bool:
@@ -280,6 +296,10 @@ def after_round(status: ClusterStatus, outcome: Outcome, policy: Policy, now: fl
             status, state=State.FAILED, consecutive_errors=errors, last_check_at=now,
             reason=f"{errors} consecutive check errors (fail safe): {detail}")
     return dataclasses.replace(status, consecutive_errors=errors, last_check_at=now)
+
+
+def with_unwound(seen: Observed, clusters: tuple[str, ...]) -> Observed:
+    return dataclasses.replace(seen, unwound=seen.unwound | frozenset(clusters))
 
 
 def with_bake_started(seen: Observed, wave: str, now: float) -> Observed:

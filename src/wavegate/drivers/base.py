@@ -3,12 +3,16 @@
 Implementations: `local.LocalDriver` (the embedded fleet), `kubernetes.KubernetesDriver`, and a
 fake in the tests. Every method that writes takes `holder` (the run id) and first confirms the
 run still holds the cluster's lock, raising `Preempted` if not: a lease alone does not fence a
-stale holder. Transient failures are retried inside the driver; what escapes is final:
+stale holder. `apply` fences each object it writes or prunes, not just the first, and stops
+before its next write once `cancel` is set (the run is stopping, or learned it lost a lock),
+raising `Stopped`; `wait_rollout` notices `cancel` and, given `holder`, a lost lock, within a
+second. Transient failures are retried inside the driver; what escapes is final:
 `DriverError` (exit 3) or `RolloutFailed` (the release is bad, roll it back).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,12 +42,15 @@ class Driver(Protocol):
         """What applying `release` would change, as unified-diff lines (none: no change).
         Writes nothing; `plan` shows it."""
 
-    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: threading.Event | None = None) -> None:
         """Apply the release's objects and prune the app's objects it no longer has; fields
         another field manager owns are taken only with `force_conflicts`."""
 
-    def wait_rollout(self, release: Release, *, timeout: float) -> None:
-        """Return once every workload of `release` is rolled out; else RolloutFailed."""
+    def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
+                     cancel: threading.Event | None = None) -> None:
+        """Return once every workload of `release` is rolled out; else RolloutFailed
+        (Stopped once `cancel` is set, Preempted once `holder` lost the lock)."""
 
     def delete(self, app: str, *, holder: str) -> None:
         """Remove every object of `app` (a first release rolled back has nothing to go to)."""

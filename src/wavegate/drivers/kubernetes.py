@@ -72,6 +72,7 @@ from wavegate.errors import (
     Preempted,
     RolloutFailed,
     StaleLock,
+    Stopped,
 )
 from wavegate.kube import (
     apierrors,
@@ -101,6 +102,7 @@ REQUEST_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then re-opened where it was
 WATCH_TIMEOUT = urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 15.0)
 LOCK_ATTEMPTS = 3
+LOCK_LOOK = 1.0  # how often a rollout wait confirms the run goes on and the lease is ours
 CRD_TIMEOUT = 30.0  # seconds for a CRD to be Established and its kinds discoverable
 CRD_PAUSE = 0.1
 ADOPTED_VERSION = "adopted"  # what ran before wavegate has no version wavegate knows
@@ -145,40 +147,71 @@ class KubernetesDriver:
 
     # --- objects -----------------------------------------------------------------------------
 
-    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: threading.Event | None = None) -> None:
         """Fence, dry-run everything (so a refusal or a field conflict leaves nothing
         half-applied), apply CRDs and wait until they are Established, apply the rest, then
         prune what the app's recorded revisions applied and this release has not."""
-        self._fence(release.app, holder)
+        fence = self._fencer(release.app, holder, cancel)
+        fence()
         records = self.records(release.app)
         ordered = self._for_apply(release)
         served = self._dry_run(release, ordered, force=force_conflicts)
         definitions = [m for m in ordered if m.get("kind") == kinds.CRD.kind]
         for manifest in definitions:
+            fence()
             self._apply_one(kinds.CRD, manifest, force=force_conflicts)
         for manifest in definitions:
             self._established(manifest["metadata"]["name"])
         for index, manifest in enumerate(ordered):
             if manifest.get("kind") != kinds.CRD.kind:
                 resource = served[index] or self._discovered(manifest)
+                fence()  # each write: an emergency rollback mid-apply is never overwritten
                 self._apply_one(resource, manifest, force=force_conflicts)
-        pruned = self._prune(release.app, records, keep=self._inventory(release))
+        pruned = self._prune(release.app, records, keep=self._inventory(release), fence=fence)
         self._log.info("kube.applied", app=release.app, version=release.version,
                        objects=len(ordered), pruned=pruned)
 
     def delete(self, app: str, *, holder: str) -> None:
         """Remove what the app's recorded revisions applied (a first release rolled back
         with nothing adopted before it has nothing to go to)."""
-        self._fence(app, holder)
-        self._prune(app, self.records(app), keep=())
+        fence = self._fencer(app, holder, None)
+        fence()
+        self._prune(app, self.records(app), keep=(), fence=fence)
 
-    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+    def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
+                     cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
+        look = self._watchful(release.app, holder, cancel)
         for manifest in release.manifests:
             if manifest.get("kind") in kinds.WORKLOADS:
                 resource = self._resource(manifest)
                 _Rollout(self.api, resource, self._where(resource, manifest),
-                         manifest["metadata"]["name"]).wait(deadline=deadline, timeout=timeout)
+                         manifest["metadata"]["name"]).wait(deadline=deadline, timeout=timeout,
+                                                            look=look)
+
+    def _fencer(self, app: str, holder: str,
+                cancel: threading.Event | None) -> Callable[[], None]:
+        """Before one write: the run's own knowledge first (free), then the Lease."""
+        def fence() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Stopped(cluster=self.cluster.name)
+            self._fence(app, holder)
+        return fence
+
+    def _watchful(self, app: str, holder: str | None,
+                  cancel: threading.Event | None) -> Callable[[], None]:
+        """What a rollout wait looks at between events: the run stopping, and the Lease at
+        most every `LOCK_LOOK` seconds (a lost lock is noticed within about a second)."""
+        next_look = [time.monotonic()]
+
+        def look() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Stopped(cluster=self.cluster.name)
+            if holder is not None and time.monotonic() >= next_look[0]:
+                self._fence(app, holder)
+                next_look[0] = time.monotonic() + LOCK_LOOK
+        return look
 
     def _for_apply(self, release: Release) -> list[Manifest]:
         """Apply order, v1.20's port quirk, and `spec.replicas` left to any HPA."""
@@ -309,13 +342,16 @@ class KubernetesDriver:
         items = found.get("items") or []
         return dict(items[0], kind=resource.kind) if items else None
 
-    def _prune(self, app: str, records: list[Record], *, keep: Iterable[ObjectRef]) -> int:
-        """Delete what the recorded revisions applied and `keep` has not; how many went."""
+    def _prune(self, app: str, records: list[Record], *, keep: Iterable[ObjectRef],
+               fence: Callable[[], None] = lambda: None) -> int:
+        """Delete what the recorded revisions applied and `keep` has not; how many went.
+        `fence` runs before each delete."""
         keep = tuple(keep)
         doomed = self._present(app, inventory.stale(records, keep))
         if inventory.needs_label_sweep(records) or not records:
             doomed += self._swept(app, keep)
         for resource, namespace, name in doomed:
+            fence()
             self._delete(resource, namespace, name)
         return len(doomed)
 
@@ -700,7 +736,9 @@ class _Rollout:
         self.progress = "not started"
         self._revisions: dict[str, str | None] = {}  # ReplicaSet name -> its revision
 
-    def wait(self, *, deadline: float, timeout: float) -> None:
+    def wait(self, *, deadline: float, timeout: float,
+             look: Callable[[], None] = lambda: None) -> None:
+        """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between."""
         workload = self.api.request(
             "GET", self.resource.path(self.namespace, self.name),
             action=Action("get", self.resource.rbac_name, self.name, self.namespace))
@@ -713,12 +751,13 @@ class _Rollout:
             watch.start()
         try:
             while not self._judged(workload, pods):
+                look()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise RolloutFailed(f"{self.what}: not rolled out after {timeout:g}s: "
                                         f"{self.progress}{self._hint(workload, pods)}")
                 try:
-                    event = events.get(timeout=remaining)
+                    event = events.get(timeout=min(remaining, LOCK_LOOK))
                 except queue.Empty:
                     continue
                 workload = self._follow(workload, pods, event)

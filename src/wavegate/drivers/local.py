@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from wavegate.errors import (
     Preempted,
     RolloutFailed,
     StaleLock,
+    Stopped,
 )
 from wavegate.kube import lease
 from wavegate.localfleet import objects, supervisor
@@ -45,6 +47,7 @@ from wavegate.localfleet import status as local_status
 
 log = structlog.get_logger(__name__)
 _POLL = 0.05
+LOCK_LOOK = 0.5  # how often a rollout wait confirms the lock is still ours
 WORKLOAD_KINDS = ("Deployment",)
 
 
@@ -117,13 +120,17 @@ class LocalDriver:
 
     # --- objects -----------------------------------------------------------------------------
 
-    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
-        self._fence(release.app, holder)  # no field managers here: force_conflicts changes nothing
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: threading.Event | None = None) -> None:
+        # No field managers here: force_conflicts changes nothing. Each write is fenced, so an
+        # emergency rollback that takes the lock mid-apply is never overwritten.
         wanted = {_object_file(m): m for m in release.manifests}
         for name, manifest in wanted.items():
+            self._fenced(release.app, holder, cancel)
             self._write_object(name, manifest)
         for path in self._app_objects(release.app):
             if path.name not in wanted:
+                self._fenced(release.app, holder, cancel)
                 path.unlink(missing_ok=True)  # pruned: the new revision no longer has it
 
     def delete(self, app: str, *, holder: str) -> None:
@@ -131,11 +138,13 @@ class LocalDriver:
         for path in self._app_objects(app):
             path.unlink(missing_ok=True)
 
-    def wait_rollout(self, release: Release, *, timeout: float) -> None:
+    def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
+                     cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
+        watch = _Watchful(self, release.app, holder, cancel)
         for manifest in release.manifests:
             if manifest["kind"] in WORKLOAD_KINDS:
-                self._wait_workload(_object_file(manifest), deadline, timeout)
+                self._wait_workload(_object_file(manifest), deadline, timeout, watch)
 
     def _write_object(self, name: str, manifest: Manifest) -> None:
         path = self.dir / "objects" / name
@@ -158,12 +167,14 @@ class LocalDriver:
                 if filestore.read_json(path).get("metadata", {}).get("labels", {})
                 .get(APP_LABEL) == app]
 
-    def _wait_workload(self, name: str, deadline: float, timeout: float) -> None:
+    def _wait_workload(self, name: str, deadline: float, timeout: float,
+                       watch: _Watchful) -> None:
         """Judged as the Kubernetes driver judges a Deployment: the agent's status file has
         the same shape, its pods included."""
         desired = filestore.read_json(self.dir / "objects" / name)
         what = desired["metadata"]["name"]
         while True:
+            watch.check()
             if supervisor.is_running(self.dir) is None:
                 raise DriverError("cluster agent stopped during the rollout",
                                   cluster=self.cluster.name)
@@ -292,6 +303,12 @@ class LocalDriver:
     def _lock_path(self, app: str) -> Path:
         return self.dir / "locks" / f"{app}.json"
 
+    def _fenced(self, app: str, holder: str, cancel: threading.Event | None) -> None:
+        """Before one write: the run's own knowledge first (free), then the lock file."""
+        if cancel is not None and cancel.is_set():
+            raise Stopped(cluster=self.cluster.name)
+        self._fence(app, holder)
+
     def _fence(self, app: str, holder: str) -> None:
         """Every write first confirms this run still holds the lock."""
         if self._read_lease(app) is None:
@@ -302,6 +319,23 @@ class LocalDriver:
         if current is None or current.holder != holder:
             raise Preempted(cluster=self.cluster.name, app=app,
                             holder=current.holder if current else None)
+
+
+class _Watchful:
+    """What a rollout wait keeps an eye on besides the rollout: the run stopping (each poll)
+    and, when it knows its holder, the lock (at most every `LOCK_LOOK` seconds)."""
+
+    def __init__(self, driver: LocalDriver, app: str, holder: str | None,
+                 cancel: threading.Event | None) -> None:
+        self.driver, self.app, self.holder, self.cancel = driver, app, holder, cancel
+        self._next_look = time.monotonic()
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Stopped(cluster=self.driver.cluster.name)
+        if self.holder is not None and time.monotonic() >= self._next_look:
+            self.driver._fence(self.app, self.holder)
+            self._next_look = time.monotonic() + LOCK_LOOK
 
 
 def _yaml_lines(manifests: tuple[Manifest, ...]) -> list[str]:

@@ -10,11 +10,14 @@ waves out, and the report comes back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from wavegate import drivers
 from wavegate.clock import Clock
@@ -36,7 +39,7 @@ from wavegate.decide.ledger import Record
 from wavegate.decide.rollout import Ending
 from wavegate.drivers.base import Driver
 from wavegate.engine import credentials, notify, renderers
-from wavegate.engine.locks import Locks
+from wavegate.engine.locks import DEFAULT_TTL, Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.runner import EXIT_CODES, Options, Runner, Target
 from wavegate.engine.session import (
@@ -44,14 +47,17 @@ from wavegate.engine.session import (
     Outputs,
     Watch,
     connect,
+    new_holder,
     new_run_id,
     reported,
     stop_on_signals,
     unwatched,
 )
-from wavegate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError, LockHeld
+from wavegate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError, LockHeld, StaleLock, run_of
 from wavegate.outputs import journal
 from wavegate.outputs.report import RunReport
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,9 @@ class Start:
     force_conflicts: bool = False  # take fields other field managers own
     records: Mapping[str, Sequence[Record]] | None = None  # ledgers read already, by cluster
     baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # journaled ones
+    # Resuming: the run's earlier process is known to be gone (its journal's pid is not alive
+    # here), so its leases are taken over even before they expire.
+    predecessor_gone: bool = False
 
 
 def start(app_name: str, version: str, *, fleet_file: Path | None, overrides: tuple[str, ...],
@@ -149,7 +158,9 @@ def _launched(begin: Start, report: RunReport, *, by: str, clock: Clock) -> int:
         connect({name: target.driver for name, target in prepared.targets.items()})
         prepared = replace(prepared, connected=True)
     return run(begin.fleet, prepared, run_id=begin.run_id, by=by, clock=clock, report=report,
-               options=_options(begin, prepared, report))
+               options=_options(begin, prepared, report),
+               take_over=_take_over if begin.resuming else None,
+               predecessor_gone=begin.predecessor_gone)
 
 
 def _options(begin: Start, prepared: Prepared, report: RunReport) -> Options:
@@ -202,8 +213,10 @@ def check_windows(fleet: Fleet, *, ignore_reason: str | None, at: datetime) -> N
 
 
 def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
-        report: RunReport, options: Options | None = None) -> int:
-    """The exit code of the run; the report holds the story."""
+        report: RunReport, options: Options | None = None,
+        take_over: TakeOver | None = None, predecessor_gone: bool = False) -> int:
+    """The exit code of the run; the report holds the story. A resumed run passes
+    `take_over`, which hands it the leases its own earlier process left behind."""
     targets = prepared.targets
     report.by = report.by or by
     live = {name: target.driver for name, target in targets.items()}
@@ -211,11 +224,14 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
         connect(live)
     notifier = Notifier(list(prepared.webhooks), run_id=run_id, app=report.app,
                         version=report.version)
+    holder = new_holder(run_id)
     runner = Runner(fleet=fleet, targets=targets, run_id=run_id, by=by, clock=clock,
-                    report=report, notifier=notifier, options=options)
+                    report=report, notifier=notifier, options=options, holder=holder)
     app = next(iter(targets.values())).release.app
     try:
-        with Locks(live, app=app, holder=run_id,
+        if take_over is not None:
+            take_over(live, app=app, holder=holder, gone=predecessor_gone)
+        with Locks(live, app=app, holder=holder,
                    on_lost=lambda error: runner.stop(Ending.PREEMPTED)) as locks, \
                 stop_on_signals(lambda: runner.stop(Ending.INTERRUPTED),
                                 abort=lambda: runner.stop(Ending.ABORTED)):
@@ -238,6 +254,37 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
             report.inputs["paused_at"] = runner.paused_at
     report.finish(outcome=ending.value, exit_code=code, message=message)
     return code
+
+
+TakeOver = Callable[..., None]
+TAKE_OVER_SLACK = 5.0  # past a lease term, for a renewal that was on its way
+TAKE_OVER_POLL = 1.0
+
+
+def _take_over(live: Mapping[str, Driver], *, app: str, holder: str, gone: bool) -> None:
+    """Take the leases an earlier process of this same run still holds: at once when that
+    process is known to be gone (its journal's pid is not alive here); otherwise (no journal
+    here: a new CI runner) once its lease runs out, waiting one lease term at most. A lease
+    still renewed after that belongs to a live process, and LockHeld (exit 4) names it."""
+    for driver in live.values():
+        held = driver.read_lock(app)
+        if held is None or held.holder == holder or run_of(held.holder) != run_of(holder):
+            continue
+        deadline = time.monotonic() + DEFAULT_TTL + TAKE_OVER_SLACK
+        while True:
+            try:
+                driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=gone)
+                break
+            except StaleLock:
+                driver.acquire_lock(app, holder=holder, ttl=DEFAULT_TTL, force=True)
+                break
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("resume.waiting_for_lease", cluster=driver.cluster.name,
+                         holder=held.holder, detail="no journal here says whether that "
+                         "process lives: waiting for its lease to run out")
+                time.sleep(TAKE_OVER_POLL)
 
 
 def _paused(report: RunReport, wave: str | None, fleet: Fleet) -> str:

@@ -23,21 +23,23 @@ _ATTEMPTS = 3
 
 def open_revision(driver: Driver, release: Release, *, run_id: str, by: str,
                   rollback_of: int | None = None, reason: str | None = None,
-                  records: Sequence[Record] | None = None) -> Record:
+                  records: Sequence[Record] | None = None, holder: str | None = None) -> Record:
     """A new `applying` record; unfinished records it replaces become `superseded`.
 
     `records` are the app's records if the caller has just read them (each read of a
-    Kubernetes ledger lists every release Secret)."""
+    Kubernetes ledger lists every release Secret). `holder` is the lock holder that fences the
+    writes (the run's process incarnation), the run id when not given."""
     records = driver.records(release.app) if records is None else records
+    holder = holder or run_id
     for stale in records:
         if stale.status in (Status.APPLYING, Status.INTERRUPTED):
-            mark(driver, release.app, stale.revision, holder=run_id, current=stale,
+            mark(driver, release.app, stale.revision, holder=holder, current=stale,
                  status=Status.SUPERSEDED)
     record = Record(app=release.app, cluster=driver.cluster.name,
                     revision=ledger.next_revision(records), version=release.version,
                     status=Status.APPLYING, run_id=run_id, by=by, started_at=ledger.now(),
                     rollback_of=rollback_of, reason=_scrubbed(reason))
-    return driver.create_record(record, release, holder=run_id)
+    return driver.create_record(record, release, holder=holder)
 
 
 def mark(driver: Driver, app: str, revision: int, *, holder: str,

@@ -61,18 +61,20 @@ def restore(
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
     on_state: Callable[[State], None] = lambda state: None,
     baseline: drift.Baseline | None = None, fallback: App | None = None,
+    holder: str | None = None,
 ) -> Restored:
     """Roll back to `target`; whatever goes wrong is a failed rollback, except `Preempted`
     (someone else took the cluster: their word stands), which is raised. With the access
     `baseline` taken before the failed release, the restored one must show what it showed.
     FALLBACK is the app folder whose checks stand in when the target's stored ones cannot be
-    used."""
+    used. `holder` fences the writes (a deploy's process incarnation), the run id when not
+    given."""
     on_state(State.ROLLING_BACK)
     try:
         result = _restore(driver, app=app, records=records, replacing=replacing, target=target,
                           run_id=run_id, by=by, reason=reason, policy=policy, clock=clock,
                           baseline=baseline.for_rollback() if baseline else None,
-                          fallback=fallback)
+                          fallback=fallback, holder=holder or run_id)
     except Preempted:
         raise
     except WavegateError as error:
@@ -91,30 +93,30 @@ def restore(
 def _restore(
     driver: Driver, *, app: str, records: Sequence[Record], replacing: Record | None,
     target: Record | None, run_id: str, by: str, reason: str, policy: Policy, clock: Clock,
-    baseline: drift.Baseline | None, fallback: App | None,
+    baseline: drift.Baseline | None, fallback: App | None, holder: str,
 ) -> Restored:
     if target is None:
         # A first release has nothing to go back to: the cluster goes back to having no app.
-        driver.delete(app, holder=run_id)
-        _retire(driver, app, replacing, run_id, reason, known=_as_read(replacing, records))
+        driver.delete(app, holder=holder)
+        _retire(driver, app, replacing, holder, reason, known=_as_read(replacing, records))
         return Restored(True, None, "no earlier verified release: removed the app", [])
     release = driver.stored_release(target)
     if target.status is Status.ADOPTED:
         return _readopt(driver, release, records=records, replacing=replacing, target=target,
-                        run_id=run_id, by=by, reason=reason, policy=policy)
+                        run_id=run_id, by=by, reason=reason, policy=policy, holder=holder)
     proof = verification(driver, release, target, fallback)
     if proof.unverified:
         log.warning("rollback.unverified", cluster=driver.cluster.name, detail=proof.unverified)
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason, records=records,
-        rollback_of=replacing.revision if replacing else None)
-    driver.apply(release, holder=run_id)
+        rollback_of=replacing.revision if replacing else None, holder=holder)
+    driver.apply(release, holder=holder)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
     status, last = _verify(driver.endpoint(), proof, policy, clock, baseline)
     results = [result.as_dict() for result in last.results] if last else []
     failed = status.state is State.FAILED
     said = f"{reason} ({proof.unverified})" if proof.unverified else reason
-    ledgerio.mark(driver, app, record.revision, holder=run_id, current=record,
+    ledgerio.mark(driver, app, record.revision, holder=holder, current=record,
                   status=Status.FAILED if failed else Status.VERIFIED,
                   checks=probes.counts(last) if last else Counts(), reason=said)
     if failed:
@@ -124,7 +126,7 @@ def _restore(
     # open_revision supersedes an unfinished record: that one is read again before its update.
     known = _as_read(replacing, records)
     unfinished = known is not None and known.status in (Status.APPLYING, Status.INTERRUPTED)
-    _retire(driver, app, replacing, run_id, reason, known=None if unfinished else known)
+    _retire(driver, app, replacing, holder, reason, known=None if unfinished else known)
     back = f"back on {target.version} (revision {record.revision})"
     return Restored(True, target.version, f"{back}; {proof.unverified}" if proof.unverified
                     else back, results, record.revision, proof.unverified)
@@ -154,18 +156,18 @@ def verification(driver: Driver, release: Release, target: Record,
 
 def _readopt(driver: Driver, release: Release, *, records: Sequence[Record],
              replacing: Record | None, target: Record, run_id: str, by: str, reason: str,
-             policy: Policy) -> Restored:
+             policy: Policy, holder: str) -> Restored:
     """Back to what ran before the first wavegate release. It has no checks of its own (the
     release's would judge another version), so it is rolled out, not verified, and its new
     revision says `adopted` again rather than claiming a verification that did not happen."""
     record = ledgerio.open_revision(
         driver, release, run_id=run_id, by=by, reason=reason, records=records,
-        rollback_of=replacing.revision if replacing else None)
-    driver.apply(release, holder=run_id)
+        rollback_of=replacing.revision if replacing else None, holder=holder)
+    driver.apply(release, holder=holder)
     driver.wait_rollout(release, timeout=policy.rollout_timeout)
-    ledgerio.mark(driver, release.app, record.revision, holder=run_id, current=record,
+    ledgerio.mark(driver, release.app, record.revision, holder=holder, current=record,
                   status=Status.ADOPTED, reason=reason)
-    _retire(driver, release.app, replacing, run_id, reason, known=None)
+    _retire(driver, release.app, replacing, holder, reason, known=None)
     return Restored(True, target.version, f"back on the objects adopted before the first "
                                           f"release (revision {record.revision}, not checked: "
                                           "they have no checks of their own)", [],
@@ -196,8 +198,8 @@ def _verify(endpoint: str, proof: Verification, policy: Policy, clock: Clock,
         clock.sleep(rollout.retry_pause(policy))
 
 
-def _retire(driver: Driver, app: str, replacing: Record | None, run_id: str, reason: str, *,
+def _retire(driver: Driver, app: str, replacing: Record | None, holder: str, reason: str, *,
             known: Record | None) -> None:
     if replacing is not None:
-        ledgerio.mark(driver, app, replacing.revision, holder=run_id, current=known,
+        ledgerio.mark(driver, app, replacing.revision, holder=holder, current=known,
                       status=Status.ROLLED_BACK, reason=reason)

@@ -23,7 +23,7 @@ from wavegate.decide.ledger import Record, Status
 from wavegate.drivers.base import Driver
 from wavegate.engine import deploy
 from wavegate.engine.session import Outputs, connect, drivers_for
-from wavegate.errors import InputError, WavegateError
+from wavegate.errors import InputError, RunAlive, WavegateError
 from wavegate.outputs import journal
 from wavegate.outputs.report import RunReport
 
@@ -92,6 +92,8 @@ def begin(found: Found, *, promote: bool = False, abort: bool = False) -> deploy
     """The run `found`, ready for `deploy.launch`: through the gate it paused at if `promote`,
     straight to its failure policy if `abort`."""
     inputs = found.inputs
+    if journal.alive(inputs.pid, inputs.started):
+        raise RunAlive(run_id=found.run_id, pid=inputs.pid)  # one process per run
     if promote and found.outcome != "paused":
         raise InputError(f"run {found.run_id} is not paused at a gate (it is "
                          f"{found.outcome or 'running'}); use `wavegate resume`")
@@ -106,7 +108,8 @@ def begin(found: Found, *, promote: bool = False, abort: bool = False) -> deploy
         overrides=inputs.overrides, set_env=inputs.set_env, auto_approve=inputs.auto_approve,
         ignore_windows=inputs.ignore_windows, approved=frozenset(inputs.approved) | opened,
         resuming=True, abort=abort, force_conflicts=inputs.force_conflicts,
-        records=found.records, baselines=found.baselines)
+        records=found.records, baselines=found.baselines,
+        predecessor_gone=found.live is None)
 
 
 def _secret_values(found: Found) -> dict[str, str]:
@@ -124,7 +127,7 @@ def signal_abort(found: Found) -> int | None:
     None when nobody runs it and the caller must unwind it. A finished run is bad input."""
     if found.outcome not in journal.UNFINISHED:
         raise InputError(f"run {found.run_id} already finished ({found.outcome})")
-    if not journal.alive(found.inputs.pid):
+    if not journal.alive(found.inputs.pid, found.inputs.started):
         return None
     os.kill(found.inputs.pid, signal.SIGUSR1)
     return found.inputs.pid

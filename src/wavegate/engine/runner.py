@@ -9,6 +9,14 @@ ledger (one revision per cluster it changes), the report, and the locks. Log lin
 One error policy for a cluster's work (`_guarded`): `Preempted` stops the run (exit 4); any
 other exception, a `WavegateError` or a bug, fails that cluster, which then takes the failure
 policy like a failed check. A bug is logged as one, its traceback at debug level.
+
+The loop never waits on a cluster's work: applies, rollout waits and check rounds run on
+workers, and a stop (a signal, a lost lock) sets `_cancel`, which the drivers look at before
+each write and within a second while waiting (raising `Stopped`). A round that ends after a
+stop is not a verification: its answer is dropped. On an interrupt, clusters not verified yet
+are rolled back to their last-known-good (`rollout` says which); baking and verified ones stay.
+Every write names this process's incarnation (`holder`), so a second process of the same run
+never passes the fence.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from wavegate.errors import (
     EXIT_ROLLED_BACK,
     Preempted,
     RolloutFailed,
+    Stopped,
     WavegateError,
 )
 from wavegate.outputs.report import RunReport
@@ -87,8 +96,9 @@ class Options:
 class Runner:
     def __init__(self, *, fleet: Fleet, targets: Mapping[str, Target], run_id: str, by: str,
                  clock: Clock, report: RunReport, notifier: Notifier | None = None,
-                 options: Options | None = None) -> None:
+                 options: Options | None = None, holder: str | None = None) -> None:
         self.fleet, self.targets, self.run_id, self.by = fleet, targets, run_id, by
+        self.holder = holder or run_id  # the lock holder: this process's incarnation of the run
         self.clock, self.report = clock, report
         self.notifier = notifier or Notifier([], run_id=run_id, app=report.app, version=None)
         self.options = options or Options()
@@ -100,6 +110,8 @@ class Runner:
         self._guard = threading.Lock()
         self._stop: Ending | None = self.seen.stop  # a resumed abort starts out stopping
         self._wake = threading.Event()
+        self._cancel = threading.Event()  # what drivers and rounds see of a stop
+        self._lost: set[str] = set()  # clusters whose lock was taken: never written again
         self._clients = probes.Clients()  # one keep-alive client per cluster for the run
         self._salt = secrets.token_hex(16)  # fingerprints this run's access baselines
         self.baselines = {name: drift.Baseline.from_json(data, targets[name].suite.drifts)
@@ -113,20 +125,25 @@ class Runner:
         """Ask the run to stop at its next safe point (signal handlers, lost locks)."""
         with self._guard:
             self._stop = self._stop or why
+        self._cancel.set()
         self._wake.set()
 
     def run(self) -> Ending:
         log.info("run.started", run_id=self.run_id, app=self._app, version=self._version)
         self.notifier.send("run.started", f"rolling out to {len(self.targets)} clusters in "
                            f"{len(self.fleet.waves)} waves")
+        pool = ThreadPoolExecutor(max_workers=self._pool_size())
         try:
-            with ThreadPoolExecutor(max_workers=self._pool_size()) as pool:
-                ending = self._loop(pool)
+            ending = self._loop(pool)
         except Exception as error:  # a bug in the loop itself: leave what resume needs
             _log_bug("run.bug", error, run_id=self.run_id)
             ending = Ending.NEEDS_HUMAN
             self._mark_interrupted()
         finally:
+            # A round still out is left behind (its answer would be dropped); closing the
+            # clients ends its requests.
+            self._cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
             self._clients.close()
         if ending in (Ending.INTERRUPTED, Ending.PREEMPTED):
             self._mark_interrupted()  # closed, so neither resume nor a reader sees `applying`
@@ -150,6 +167,9 @@ class Runner:
             if decision.abort:
                 self._abort()
                 continue
+            if decision.unwind:
+                self._unwind(decision.unwind, pool)
+                continue
             self._act(decision, pool, running)
             self._wait(decision, running)
 
@@ -160,8 +180,10 @@ class Runner:
             running[pool.submit(self._guarded, name, self._deploy)] = name
         if decision.start_bake is not None:
             self._start_bake(decision.start_bake)
-        if decision.check:
-            list(pool.map(lambda name: self._guarded(name, self._check), decision.check))
+        out = set(running.values())
+        for name in decision.check:  # a round still out for a cluster is not sent again
+            if name not in out:
+                running[pool.submit(self._guarded, name, self._check)] = name
         if decision.wave_verified is not None:
             self._wave_verified(decision.wave_verified, pool)
         if decision.start_watch:
@@ -211,8 +233,13 @@ class Runner:
             work(name)
         except Preempted as error:
             log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
+            self._lost.add(name)
             self.stop(Ending.PREEMPTED)
             self._set_state(name, State.FAILED, str(error))
+        except Stopped:
+            # Cut short by the stop: what it wrote is unwound; nothing written, nothing to do.
+            self._set_state(name, State.INTERRUPTED if name in self.records else State.PENDING,
+                            "run interrupted before this cluster was verified")
         except RolloutFailed as error:
             self._fail(name, f"rollout failed: {error}")
         except WavegateError as error:
@@ -228,7 +255,8 @@ class Runner:
         target = self.targets[name]
         self._apply(name, target)
         self._set_state(name, State.ROLLING_OUT)
-        target.driver.wait_rollout(target.release, timeout=self.fleet.policy.rollout_timeout)
+        target.driver.wait_rollout(target.release, timeout=self.fleet.policy.rollout_timeout,
+                                   holder=self.holder, cancel=self._cancel)
         self._set_state(name, State.VERIFYING)
 
     def _apply(self, name: str, target: Target) -> None:
@@ -240,18 +268,19 @@ class Runner:
         self.report.update(name, from_version=previous.version if previous else None)
         self._take_baseline(name, target, previous, resumed=resumed is not None)
         if resumed is not None and resumed.status in (Status.APPLYING, Status.INTERRUPTED):
-            record = ledgerio.mark(driver, release.app, resumed.revision, holder=self.run_id,
+            record = ledgerio.mark(driver, release.app, resumed.revision, holder=self.holder,
                                    status=Status.APPLYING)  # a resumed run redoes this step
         else:
             note = self.options.ignore_windows
             record = ledgerio.open_revision(driver, release, run_id=self.run_id, by=self.by,
                                             reason=f"windows ignored: {note}" if note else None,
-                                            records=records)
+                                            records=records, holder=self.holder)
         self.records[name] = record
         self.report.update(name, revision=record.revision)
         log.info("cluster.applying", run_id=self.run_id, cluster=name,
                  revision=record.revision, version=release.version)
-        driver.apply(release, holder=self.run_id, force_conflicts=self.options.force_conflicts)
+        driver.apply(release, holder=self.holder, force_conflicts=self.options.force_conflicts,
+                     cancel=self._cancel)
 
     def _take_baseline(self, name: str, target: Target, live: Record | None, *,
                        resumed: bool) -> None:
@@ -285,11 +314,20 @@ class Runner:
     def _check(self, name: str) -> None:
         """One round (first verification, bake or watch), folded in by `rollout.with_round`."""
         target = self.targets[name]
+        if self._cancel.is_set():
+            return  # queued before the stop: no round to send
         endpoint = target.driver.endpoint()
-        result = probes.run_round(endpoint, target.suite, target.tokens,
-                                  deadline=self.fleet.policy.check_timeout,
-                                  baseline=self.baselines.get(name),
-                                  client=self._clients.get(endpoint))
+        try:
+            result = probes.run_round(endpoint, target.suite, target.tokens,
+                                      deadline=self.fleet.policy.check_timeout,
+                                      baseline=self.baselines.get(name),
+                                      client=self._clients.get(endpoint))
+        except Exception:
+            if self._cancel.is_set():
+                return  # left behind by a run that ended: its client was closed under it
+            raise
+        if self._cancel.is_set():
+            return  # answered after the stop: never a verification, the cluster is unwound
         self._record_round(name, result)
         with self._guard:
             before = self.seen.clusters[name].state
@@ -361,9 +399,10 @@ class Runner:
                 run_id=self.run_id, by=self.by, reason=f"rollback: {reason}",
                 policy=self.fleet.policy, clock=self.clock,
                 on_state=lambda state: self._set_state(name, state),
-                baseline=self.baselines.get(name))
+                baseline=self.baselines.get(name), holder=self.holder)
         except Preempted as error:
             log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
+            self._lost.add(name)
             self.stop(Ending.PREEMPTED)
             self._set_state(name, State.ROLLBACK_FAILED, str(error))
             return
@@ -376,6 +415,22 @@ class Runner:
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
                            else f"{own}; rollback failed: {result.detail}",
                            rollback_revision=result.revision)
+        if result.ok and name in self.seen.unwound and name in self.records:
+            # Not a failed release: `resume` reads `interrupted` as "deploy this one again".
+            self._try_mark(name, status=Status.INTERRUPTED, reason="run interrupted before "
+                           "verification; rolled back to the last-known-good")
+
+    def _unwind(self, names: tuple[str, ...], pool: ThreadPoolExecutor) -> None:
+        """An interrupt: clusters not verified yet go back to their last-known-good, in
+        parallel; what the grace period does not finish, `resume` does."""
+        log.warning("run.interrupted", run_id=self.run_id, rolling_back=list(names),
+                    detail="not verified yet: back to the last-known-good")
+        with self._guard:
+            self.seen = rollout.with_unwound(self.seen, names)
+        for name in names:
+            self._set_state(name, State.INTERRUPTED,
+                            "run interrupted before this cluster was verified")
+        list(pool.map(lambda name: self._restore(name, "run interrupted"), names))
 
     def _failure_summary(self) -> str:
         failed = [(n, s.reason) for n, s in self.seen.clusters.items()
@@ -383,22 +438,28 @@ class Runner:
         return "; ".join(f"{name}: {why}" for name, why in failed) or "run failed"
 
     def _mark_interrupted(self) -> None:
+        settled = (State.FAILED, State.ROLLED_BACK, State.ROLLBACK_FAILED)
         for name, record in self.records.items():
-            if record.status is Status.APPLYING:  # verified and failed records keep their word
-                try:
-                    self._mark(name, status=Status.INTERRUPTED, reason="run interrupted")
-                except Exception as error:  # resume rebuilds from `applying` just as well
-                    log.error("ledger.unwritable", run_id=self.run_id, cluster=name,
-                              detail=str(error))
-                if self.seen.clusters[name].state is not State.FAILED:  # keep why it failed
-                    self._set_state(name, State.INTERRUPTED)
+            if record.status is not Status.APPLYING or name in self._lost:
+                continue  # verified and failed records keep their word; a lost one is theirs
+            if self.seen.clusters[name].state in (State.ROLLED_BACK, State.ROLLBACK_FAILED):
+                continue  # its rollback wrote the ledger
+            self._try_mark(name, status=Status.INTERRUPTED, reason="run interrupted")
+            if self.seen.clusters[name].state not in settled:  # keep why it failed
+                self._set_state(name, State.INTERRUPTED)
+
+    def _try_mark(self, name: str, **changes: Any) -> None:
+        try:
+            self._mark(name, **changes)
+        except Exception as error:  # resume rebuilds from `applying` just as well
+            log.error("ledger.unwritable", run_id=self.run_id, cluster=name, detail=str(error))
 
     # --- bookkeeping -------------------------------------------------------------------------
 
     def _mark(self, name: str, **changes: Any) -> None:
         record = self.records[name]
         self.records[name] = ledgerio.mark(self.targets[name].driver, self._app,
-                                           record.revision, holder=self.run_id,
+                                           record.revision, holder=self.holder,
                                            current=record, checks=record.checks, **changes)
 
     def _record_round(self, name: str, result: probes.Round) -> None:

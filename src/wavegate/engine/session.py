@@ -33,6 +33,13 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def new_holder(run_id: str) -> str:
+    """The lock holder of this process's incarnation of `run_id`: the run id (so a reader
+    knows which run to resume) and a token of this process (so a second process of the same
+    run, a `resume` racing a live one, never passes the first one's fence)."""
+    return f"{run_id}/{secrets.token_hex(4)}"
+
+
 def actor() -> str:
     """Who is acting, for the ledger: explicit, then CI's user, then the login."""
     for variable in ("WAVEGATE_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_REQUESTEDFOR"):

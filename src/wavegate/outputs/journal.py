@@ -15,12 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from wavegate.config.app import App
 from wavegate.config.fleet import Fleet
 from wavegate.errors import InputError
 from wavegate.outputs.report import RUNS_DIR, RunReport
 
 UNFINISHED = (None, "paused", "interrupted")
+SAME_START = 0.05  # seconds: psutil derives start times from boot time and clock ticks
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Inputs:
     ignore_windows: str | None = None  # the reason given, when windows are ignored
     approved: tuple[str, ...] = ()
     pid: int = 0
+    started: float = 0.0  # the process's start time: with the pid, one process, never a reuse
     paused_at: str | None = None
     set_env: dict[str, str] = field(default_factory=dict)  # template key -> variable name
     force_conflicts: bool = False
@@ -46,8 +50,8 @@ class Inputs:
         return cls(fleet=str(fleet.path.resolve()), app=str(app.path.resolve()), version=version,
                    overrides=dict(overrides), auto_approve=auto_approve,
                    ignore_windows=ignore_windows, approved=tuple(sorted(approved)),
-                   pid=os.getpid(), set_env=dict(set_env or {}),
-                   force_conflicts=force_conflicts)
+                   pid=os.getpid(), started=psutil.Process().create_time(),
+                   set_env=dict(set_env or {}), force_conflicts=force_conflicts)
 
 
 def keep(report: RunReport, inputs: Inputs) -> None:
@@ -93,13 +97,18 @@ def newest_unfinished(app: str | None = None) -> str:
     return str(max(candidates)[1])
 
 
-def alive(pid: int) -> bool:
-    """Whether `pid` is a running wavegate process (not a zombie, not a reused pid)."""
+def alive(pid: int, started: float = 0.0) -> bool:
+    """Whether `pid` is still the wavegate process that wrote the journal: running (not a
+    zombie), and started when the journal says (a pid reused by another process is not it).
+    A journal from before start times were kept is judged by the command line alone."""
     if pid <= 0 or pid == os.getpid():
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started:
+            return abs(process.create_time() - started) < SAME_START
+        return any("wavegate" in part for part in process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
-    return state != "Z" and b"wavegate" in cmdline
