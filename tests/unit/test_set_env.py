@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,8 +77,9 @@ class ForceRecordingDriver(FakeDriver):
 
     forced: list[bool] = []
 
-    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False) -> None:
-        super().apply(release, holder=holder, force_conflicts=force_conflicts)
+    def apply(self, release: Release, *, holder: str, force_conflicts: bool = False,
+              cancel: threading.Event | None = None) -> None:
+        super().apply(release, holder=holder, force_conflicts=force_conflicts, cancel=cancel)
         ForceRecordingDriver.forced.append(force_conflicts)
 
 
