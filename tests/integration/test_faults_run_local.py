@@ -304,6 +304,7 @@ def test_an_emergency_rollback_preempts_a_deploy_mid_rollout(fleet: LocalFleet) 
     code, stderr = ended(process)
     assert code == 4, stderr
     assert "lost the lock" in stderr
+    assert "cluster.failed" not in stderr, stderr  # its wait saw the lock go: judged nothing
     on(fleet, "1.0.0")  # the rollback's result stands
     assert statuses(fleet, "prod-0", "1.1.0") == ["rolled-back"]  # its word, not the deploy's
     assert [r["status"] for r in fleet.history("-c", "prod-0")][:1] == ["verified"]

@@ -189,6 +189,7 @@ class KubernetesDriver:
                 _Rollout(self.api, resource, self._where(resource, manifest),
                          manifest["metadata"]["name"]).wait(deadline=deadline, timeout=timeout,
                                                             look=look)
+        look(True)  # rolled out, and still ours: not an emergency rollback's rollout
 
     def _fencer(self, app: str, holder: str,
                 cancel: threading.Event | None) -> Callable[[], None]:
@@ -200,15 +201,16 @@ class KubernetesDriver:
         return fence
 
     def _watchful(self, app: str, holder: str | None,
-                  cancel: threading.Event | None) -> Callable[[], None]:
+                  cancel: threading.Event | None) -> Callable[[bool], None]:
         """What a rollout wait looks at between events: the run stopping, and the Lease at
-        most every `LOCK_LOOK` seconds (a lost lock is noticed within about a second)."""
+        most every `LOCK_LOOK` seconds (a lost lock is noticed within about a second), and
+        once more, `final`, when the rollout is judged done."""
         next_look = [time.monotonic()]
 
-        def look() -> None:
+        def look(final: bool = False) -> None:
             if cancel is not None and cancel.is_set():
                 raise Stopped(cluster=self.cluster.name)
-            if holder is not None and time.monotonic() >= next_look[0]:
+            if holder is not None and (final or time.monotonic() >= next_look[0]):
                 self._fence(app, holder)
                 next_look[0] = time.monotonic() + LOCK_LOOK
         return look
@@ -737,7 +739,7 @@ class _Rollout:
         self._revisions: dict[str, str | None] = {}  # ReplicaSet name -> its revision
 
     def wait(self, *, deadline: float, timeout: float,
-             look: Callable[[], None] = lambda: None) -> None:
+             look: Callable[[bool], None] = lambda final: None) -> None:
         """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between."""
         workload = self.api.request(
             "GET", self.resource.path(self.namespace, self.name),
@@ -751,7 +753,7 @@ class _Rollout:
             watch.start()
         try:
             while not self._judged(workload, pods):
-                look()
+                look(False)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise RolloutFailed(f"{self.what}: not rolled out after {timeout:g}s: "

@@ -145,6 +145,7 @@ class LocalDriver:
         for manifest in release.manifests:
             if manifest["kind"] in WORKLOAD_KINDS:
                 self._wait_workload(_object_file(manifest), deadline, timeout, watch)
+        watch.check(final=True)  # rolled out, and still ours: not someone else's rollout
 
     def _write_object(self, name: str, manifest: Manifest) -> None:
         path = self.dir / "objects" / name
@@ -330,10 +331,10 @@ class _Watchful:
         self.driver, self.app, self.holder, self.cancel = driver, app, holder, cancel
         self._next_look = time.monotonic()
 
-    def check(self) -> None:
+    def check(self, *, final: bool = False) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Stopped(cluster=self.driver.cluster.name)
-        if self.holder is not None and time.monotonic() >= self._next_look:
+        if self.holder is not None and (final or time.monotonic() >= self._next_look):
             self.driver._fence(self.app, self.holder)
             self._next_look = time.monotonic() + LOCK_LOOK
 

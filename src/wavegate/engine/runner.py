@@ -13,7 +13,8 @@ policy like a failed check. A bug is logged as one, its traceback at debug level
 The loop never waits on a cluster's work: applies, rollout waits and check rounds run on
 workers, and a stop (a signal, a lost lock) sets `_cancel`, which the drivers look at before
 each write and within a second while waiting (raising `Stopped`). A round that ends after a
-stop is not a verification: its answer is dropped. On an interrupt, clusters not verified yet
+stop is not a verification: its answer is dropped (the process waits for it, at most its
+deadline, only once the run has ended). On an interrupt, clusters not verified yet
 are rolled back to their last-known-good (`rollout` says which); baking and verified ones stay.
 Every write names this process's incarnation (`holder`), so a second process of the same run
 never passes the fence.
@@ -140,10 +141,10 @@ class Runner:
             ending = Ending.NEEDS_HUMAN
             self._mark_interrupted()
         finally:
-            # A round still out is left behind (its answer would be dropped); closing the
-            # clients ends its requests.
+            # The run has decided its end; a round still out (its answer is dropped) ends by
+            # its own deadline, and only then are the clients it uses closed.
             self._cancel.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             self._clients.close()
         if ending in (Ending.INTERRUPTED, Ending.PREEMPTED):
             self._mark_interrupted()  # closed, so neither resume nor a reader sees `applying`
