@@ -221,8 +221,9 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
                                                               _request_timeout=TIMEOUT).data
     assert data == {"VERSION": "1.0.1"}
     # 1 fence + 1 ledger list + 1 HPA list + 3 dry-runs + 3 applies + 1 prune list (the one
-    # kind and namespace the inventories leave behind) + the one object pruned.
-    assert calls == {"GET": 4, "PATCH": 6, "DELETE": 1}
+    # kind and namespace the inventories leave behind) + the one object pruned, and a fence
+    # (a Lease GET) before each of the 3 applies and the 1 prune: every write is fenced.
+    assert calls == {"GET": 8, "PATCH": 6, "DELETE": 1}
 
     before = versions(admin, namespace)
     driver.apply(second, holder="run-1")
