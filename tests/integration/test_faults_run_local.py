@@ -10,7 +10,6 @@ cluster ended: the version its pods serve, its ledger, and its lock.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import LocalFleet
+from wavegate import filestore
 from wavegate.localfleet import supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -115,14 +115,8 @@ def on(fleet: LocalFleet, version: str | dict[str, str], *, released: bool = Tru
 @contextlib.contextmanager
 def ledger_held(fleet: LocalFleet, cluster: str) -> Iterator[None]:
     """Hold `cluster`'s ledger flock: whoever writes its ledger next waits until the block ends."""
-    path = fleet.root / "state" / cluster / "ledger" / "library-app" / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filestore.exclusive(fleet.root / "state" / cluster / "ledger" / "library-app" / ".lock"):
+        yield
 
 
 def ended(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
