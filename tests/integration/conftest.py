@@ -65,6 +65,15 @@ class LocalFleet:
                 entry["values"] = {**entry.get("values", {}), **values}
         self.fleet_file.write_text(yaml.safe_dump(document))
 
+    def edit(self, *, policy: dict[str, Any] | None = None,
+             bake: dict[str, str] | None = None) -> None:
+        """Change the fleet file's policy fields and waves' bakes (by wave name)."""
+        document = yaml.safe_load(self.fleet_file.read_text())
+        document["policy"].update(policy or {})
+        for wave in document["waves"]:
+            wave["bake"] = (bake or {}).get(wave["name"], wave["bake"])
+        self.fleet_file.write_text(yaml.safe_dump(document))
+
     def app_variant(self, name: str, *, configmap_extra: dict[str, str]) -> Path:
         """A copy of manifests/library-app (same app name) with extra ConfigMap entries."""
         folder = self.root / name / "library-app"

@@ -29,15 +29,6 @@ def versions(fleet: LocalFleet) -> dict[str, str | None]:
     return {name: row["live_version"] for name, row in fleet.status().items()}
 
 
-def edit(fleet: LocalFleet, *, policy: dict[str, object] | None = None,
-         bake: dict[str, str] | None = None) -> None:
-    document = yaml.safe_load(fleet.fleet_file.read_text())
-    document["policy"].update(policy or {})
-    for wave in document["waves"]:
-        wave["bake"] = (bake or {}).get(wave["name"], wave["bake"])
-    fleet.fleet_file.write_text(yaml.safe_dump(document))
-
-
 def state_dir(fleet: LocalFleet) -> Path:
     return Path(yaml.safe_load(fleet.fleet_file.read_text())["local"]["state_dir"])
 
@@ -63,7 +54,7 @@ def test_a_frozen_cluster_is_named_with_its_command_and_the_five_others_roll_bac
         local_fleet: LocalFleet) -> None:
     for version in ("1.0.0", "1.1.0"):
         assert local_fleet.deploy("library-app", version).code == 0
-    edit(local_fleet, policy={"rollout_timeout": "20s"})  # how long prod-3 is waited for
+    local_fleet.edit(policy={"rollout_timeout": "20s"})  # how long prod-3 is waited for
     pid = agent_pid(local_fleet, "prod-3")
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -93,7 +84,7 @@ def test_a_frozen_cluster_is_named_with_its_command_and_the_five_others_roll_bac
 def test_a_lock_file_deleted_by_hand_during_the_bake_is_taken_again_and_the_run_finishes(
         local_fleet: LocalFleet) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
-    edit(local_fleet, bake={"canary": "4s"})
+    local_fleet.edit(bake={"canary": "4s"})
     deploy = subprocess.Popen(
         [sys.executable, "-m", "wavegate", "deploy", "library-app", "--version", "1.1.0",
          "-f", str(local_fleet.fleet_file)], cwd=local_fleet.root, env=local_fleet.env,

@@ -60,15 +60,6 @@ def start(fleet: LocalFleet, version: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def edit(fleet: LocalFleet, *, policy: dict[str, Any] | None = None,
-         bake: dict[str, str] | None = None) -> None:
-    document = yaml.safe_load(fleet.fleet_file.read_text())
-    document["policy"].update(policy or {})
-    for wave in document["waves"]:
-        wave["bake"] = (bake or {}).get(wave["name"], wave["bake"])
-    fleet.fleet_file.write_text(yaml.safe_dump(document))
-
-
 def wait_for(fleet: LocalFleet, cluster: str, state: str, timeout: float = 90) -> str:
     """The run id once the running deploy's journal shows `cluster` in `state`."""
     deadline = time.monotonic() + timeout
@@ -207,7 +198,7 @@ def test_a_signal_during_the_first_verification(fleet: LocalFleet, kill: bool) -
 def test_a_signal_during_the_bake_keeps_the_verified_canary(fleet: LocalFleet,
                                                             kill: bool) -> None:
     assert deploy(fleet, "1.0.0").code == 0
-    edit(fleet, bake={"canary": "60s"})
+    fleet.edit(bake={"canary": "60s"})
     process = start(fleet, "1.1.0")
     wait_for(fleet, "prod-0", "baking")
     (process.kill if kill else process.terminate)()
@@ -216,7 +207,7 @@ def test_a_signal_during_the_bake_keeps_the_verified_canary(fleet: LocalFleet,
     # It passed its first verification: it stays, and resume bakes it again.
     on(fleet, {"prod-0": "1.1.0", "prod-2": "1.0.0", "prod-3": "1.0.0"}, released=not kill)
     assert statuses(fleet, "prod-0", "1.1.0") == ["applying" if kill else "interrupted"]
-    edit(fleet, bake={"canary": "500ms"})
+    fleet.edit(bake={"canary": "500ms"})
     assert fleet.wavegate("resume").code == 0
     on(fleet, "1.1.0")
 
@@ -225,7 +216,7 @@ def test_a_signal_during_the_bake_keeps_the_verified_canary(fleet: LocalFleet,
 def test_a_signal_during_the_watch_keeps_every_verified_cluster(fleet: LocalFleet,
                                                                 kill: bool) -> None:
     assert deploy(fleet, "1.0.0").code == 0
-    edit(fleet, policy={"watch": "60s"})
+    fleet.edit(policy={"watch": "60s"})
     process = start(fleet, "1.1.0")
     wait_for(fleet, "prod-3", "verified")
     wait_for(fleet, "prod-2", "verified")
@@ -234,7 +225,7 @@ def test_a_signal_during_the_watch_keeps_every_verified_cluster(fleet: LocalFlee
     assert kill or code == 3, stderr
     on(fleet, "1.1.0", released=not kill)
     assert all(statuses(fleet, name, "1.1.0") == ["verified"] for name in CLUSTERS)
-    edit(fleet, policy={"watch": "0s"})
+    fleet.edit(policy={"watch": "0s"})
     assert fleet.wavegate("resume").code == 0
     on(fleet, "1.1.0")
 
@@ -269,7 +260,7 @@ def test_a_signal_during_the_rollback_still_ends_on_the_last_known_good(
 
 def test_resume_refuses_a_run_whose_process_is_alive(fleet: LocalFleet) -> None:
     assert deploy(fleet, "1.0.0").code == 0
-    edit(fleet, bake={"canary": "60s"})
+    fleet.edit(bake={"canary": "60s"})
     process = start(fleet, "1.1.0")
     run_id = wait_for(fleet, "prod-0", "baking")
     holder = fleet.status()["prod-0"]["lock"]["holder"]
