@@ -120,3 +120,21 @@ def test_stored_checks_that_no_longer_load_do_not_block_the_rollback(
         assert "checks.yaml instead" in entry["detail"]
         assert {c["outcome"] for c in entry["checks"]} == {"pass"}
     assert "stored checks are unusable" in (data["message"] or "")
+
+
+def test_a_deploys_own_rollback_uses_the_app_folders_checks_when_the_stored_ones_do_not_load(
+        local_fleet: LocalFleet) -> None:
+    assert local_fleet.deploy("library-app", "1.0.0").code == 0
+    stored = state_dir(local_fleet) / "prod-0" / "ledger" / "library-app" / "000001.release.json.gz"
+    body = json.loads(gzip.decompress(stored.read_bytes()))
+    stored.write_bytes(gzip.compress(json.dumps({**body, "checks": "checks: []\n"}).encode()))
+    report = local_fleet.root / "deploy.json"
+    done = local_fleet.deploy("library-app", "2.0.0", "--report", str(report))  # the leak
+    assert done.code == 3, done.stderr  # back on 1.0.0, but not proved by its own checks
+    assert set(versions(local_fleet).values()) == {"1.0.0"}
+    data = json.loads(report.read_text())
+    canary = next(c for c in data["clusters"] if c["cluster"] == "prod-0")
+    assert canary["state"] == "rolled-back", canary
+    assert "its stored checks are unusable" in canary["detail"]
+    assert "checks.yaml instead" in canary["detail"]
+    assert [c["version"] for c in local_fleet.history("-c", "prod-1")] == ["1.0.0"]

@@ -320,6 +320,13 @@ def test_after_rollback_the_run_finishes(on_failure: str, states: dict[str, Stat
     assert decide(plan(on_failure=on_failure), seen, 100.0) == Decision(finish=ending)
 
 
+
+def test_a_rollback_not_proved_by_its_own_checks_needs_a_human() -> None:
+    back = {"prod-0": ROLLED_BACK, "prod-2": ROLLED_BACK, "prod-3": ROLLED_BACK,
+            "prod-4": ROLLED_BACK}
+    seen = dataclasses.replace(observed(back, rollback_done=True), unproven=frozenset({"prod-3"}))
+    assert decide(plan(), seen, 100.0) == Decision(finish=Ending.NEEDS_HUMAN)
+
 # --- stop (signals, lost locks) ------------------------------------------------------------------
 
 @pytest.mark.parametrize("stop", [Ending.INTERRUPTED, Ending.PREEMPTED])

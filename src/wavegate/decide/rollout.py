@@ -73,6 +73,9 @@ class Observed:
     window_open: bool = True  # inside the deploy windows (or told to ignore them)
     # Clusters an interrupt rolled back because they were not verified yet: not failures.
     unwound: frozenset[str] = frozenset()
+    # Clusters rolled back but not proved by the target's own checks (stand-ins, or the
+    # rollout alone): back on the last-known-good, yet a human should look (exit 3).
+    unproven: frozenset[str] = frozenset()
 
     @classmethod
     def start(cls, waves: tuple[Wave, ...]) -> Observed:
@@ -241,7 +244,7 @@ def rollback_order(plan: Plan, seen: Observed) -> tuple[tuple[str, ...], ...]:
 
 def _ending_after_failure(plan: Plan, seen: Observed) -> Ending:
     states = {status.state for status in seen.clusters.values()}
-    if plan.policy.on_failure == "halt" or State.ROLLBACK_FAILED in states:
+    if plan.policy.on_failure == "halt" or State.ROLLBACK_FAILED in states or seen.unproven:
         return Ending.NEEDS_HUMAN
     return Ending.ROLLED_BACK
 

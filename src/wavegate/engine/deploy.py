@@ -67,6 +67,7 @@ class Prepared:
     targets: Mapping[str, Target]
     webhooks: tuple[str, ...] = ()
     connected: bool = False  # the drivers answered already (a resume that read the ledgers)
+    folder: App | None = None  # the app folder: its checks stand in for unusable stored ones
 
 
 def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], *,
@@ -86,7 +87,8 @@ def prepare(fleet: Fleet, app: App, version: str, overrides: Mapping[str, str], 
         driver = live[cluster.name] if live else drivers.for_cluster(fleet, cluster)
         targets[cluster.name] = Target(driver=driver, release=release, suite=suite,
                                        tokens=tokens[release.checks])
-    return Prepared(targets, tuple(notify.resolve_urls(fleet)), connected=live is not None)
+    return Prepared(targets, tuple(notify.resolve_urls(fleet)), connected=live is not None,
+                    folder=app)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,8 @@ def run(fleet: Fleet, prepared: Prepared, *, run_id: str, by: str, clock: Clock,
                         version=report.version)
     holder = new_holder(run_id)
     runner = Runner(fleet=fleet, targets=targets, run_id=run_id, by=by, clock=clock,
-                    report=report, notifier=notifier, options=options, holder=holder)
+                    report=report, notifier=notifier, options=options, holder=holder,
+                    fallback=prepared.folder)
     app = next(iter(targets.values())).release.app
     try:
         if take_over is not None:

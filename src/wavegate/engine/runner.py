@@ -35,7 +35,7 @@ import structlog
 
 from wavegate.clock import Clock
 from wavegate.config import durations, windows
-from wavegate.config.app import Release
+from wavegate.config.app import App, Release
 from wavegate.config.checks import Suite
 from wavegate.config.fleet import Fleet
 from wavegate.decide import drift, ledger, rollout
@@ -97,8 +97,10 @@ class Options:
 class Runner:
     def __init__(self, *, fleet: Fleet, targets: Mapping[str, Target], run_id: str, by: str,
                  clock: Clock, report: RunReport, notifier: Notifier | None = None,
-                 options: Options | None = None, holder: str | None = None) -> None:
+                 options: Options | None = None, holder: str | None = None,
+                 fallback: App | None = None) -> None:
         self.fleet, self.targets, self.run_id, self.by = fleet, targets, run_id, by
+        self.fallback = fallback  # whose checks prove a rollback when the stored ones cannot
         self.holder = holder or run_id  # the lock holder: this process's incarnation of the run
         self.clock, self.report = clock, report
         self.notifier = notifier or Notifier([], run_id=run_id, app=report.app, version=None)
@@ -400,7 +402,7 @@ class Runner:
                 run_id=self.run_id, by=self.by, reason=f"rollback: {reason}",
                 policy=self.fleet.policy, clock=self.clock,
                 on_state=lambda state: self._set_state(name, state),
-                baseline=self.baselines.get(name), holder=self.holder)
+                baseline=self.baselines.get(name), holder=self.holder, fallback=self.fallback)
         except Preempted as error:
             log.warning("run.preempted", run_id=self.run_id, cluster=name, detail=str(error))
             self._lost.add(name)
@@ -412,6 +414,9 @@ class Runner:
                 _log_bug("rollback.bug", error, run_id=self.run_id, cluster=name)
             self._set_state(name, State.ROLLBACK_FAILED, str(error))
             return
+        if result.ok and result.unverified:
+            with self._guard:  # back, but not proved by its own checks: a human should look
+                self.seen = _replace(self.seen, unproven=self.seen.unproven | {name})
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
                            else f"{own}; rollback failed: {result.detail}",
