@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
+from wavegate.kube import lease
 
 
 @dataclass(frozen=True)
 class Lock:
     holder: str
     expires: str  # ISO 8601, UTC
+
+    @classmethod
+    def of_lease(cls, current: dict[str, Any] | None) -> Lock | None:
+        """Who holds a Lease (the local lock file is shaped like one); None when released."""
+        holder = lease.holder(current) if current else None
+        if current is None or holder is None:
+            return None
+        return cls(holder=holder, expires=lease.expires_text(current) or "")
 
 
 class Driver(Protocol):

@@ -652,11 +652,7 @@ class KubernetesDriver:
         self._replace_lease(app, lease.released(current))
 
     def read_lock(self, app: str) -> Lock | None:
-        current = self._read_lease(app)
-        holder = lease.holder(current) if current else None
-        if current is None or holder is None:
-            return None
-        return Lock(holder=holder, expires=lease.expires_text(current) or "")
+        return Lock.of_lease(self._read_lease(app))
 
     def _fence(self, app: str, holder: str) -> None:
         """Every write first confirms this run still holds the lease (a lease alone does not

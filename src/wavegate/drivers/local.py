@@ -291,11 +291,7 @@ class LocalDriver:
                 filestore.write_json(self._lock_path(app), lease.released(current))
 
     def read_lock(self, app: str) -> Lock | None:
-        current = self._read_lease(app)
-        holder = lease.holder(current) if current else None
-        if current is None or holder is None:
-            return None
-        return Lock(holder=holder, expires=lease.expires_text(current) or "")
+        return Lock.of_lease(self._read_lease(app))
 
     def _read_lease(self, app: str) -> dict[str, Any] | None:
         lease: dict[str, Any] | None = filestore.read_json(self._lock_path(app), missing_ok=True)
