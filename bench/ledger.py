@@ -5,9 +5,10 @@
     rollback    what a rollback reads and writes: the records, where to go, that revision's
                 manifests, and applying them (a ConfigMap: no pods, so the ledger is measured)
 
-Each is timed (best of 5) after 10, 100 and 1,000 revisions were written through the driver,
-side by side with the 10-revision baseline; flat means a ratio near 1 (the ledger keeps
-`policy.history` revisions, and lists read metadata only). Nothing asserts. Run:
+Three apps share one cluster: 10, 100 and 1,000 revisions written through the driver. Each is
+timed (best of 7) in interleaved rounds, so a shared machine's load falls on all three alike,
+and printed side by side with the 10-revision app as baseline; flat means a ratio near 1 (the
+ledger keeps `policy.history` revisions, and lists read metadata only). Nothing asserts. Run:
 .venv/bin/python bench/ledger.py (needs the sandbox binaries: make sandbox).
 """
 
@@ -31,44 +32,58 @@ from wavegate.drivers.kubernetes import KubernetesDriver  # noqa: E402
 from wavegate.outputs import logs  # noqa: E402
 from wavegate.sandbox import controlplane  # noqa: E402
 
-APP = "bench"
 HOLDER = "bench-run"
 SIZES = (10, 100, 1000)
+ROUNDS = 7
+Timings = dict[str, list[float]]
 
 
-def release(version: str) -> Release:
+def app_of(size: int) -> str:
+    return f"bench-{size}"
+
+
+def release(app: str, version: str) -> Release:
     config = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": {"name": "bench", "namespace": "default",
-                           "labels": {APP_LABEL: APP, MANAGED_BY: "wavegate"}},
+              "metadata": {"name": app, "namespace": "default",
+                           "labels": {APP_LABEL: app, MANAGED_BY: "wavegate"}},
               "data": {"VERSION": version, "padding": "x" * 4096}}
-    return Release(app=APP, version=version, manifests=(config,), checks="checks: []\n")
+    return Release(app=app, version=version, manifests=(config,), checks="checks: []\n")
 
 
-def write_revisions(driver: KubernetesDriver, until: int) -> None:
-    """Revisions up to `until`, alternating verified releases, as a busy team's ledger."""
-    records = driver.records(APP)
-    for revision in range(ledger.next_revision(records), until + 1):
+def write_revisions(driver: KubernetesDriver, app: str, until: int) -> None:
+    """Revisions up to `until`, verified releases, as a busy team's ledger."""
+    for revision in range(ledger.next_revision(driver.records(app)), until + 1):
         version = f"1.{revision}.0"
-        record = Record(app=APP, cluster="a", revision=revision, version=version,
+        record = Record(app=app, cluster="a", revision=revision, version=version,
                         status=Status.VERIFIED, run_id=HOLDER, by="bench",
                         started_at=ledger.now(), finished_at=ledger.now())
-        driver.create_record(record, release(version), holder=HOLDER)
+        driver.create_record(record, release(app, version), holder=HOLDER)
 
 
-def best(action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
-def rollback(driver: KubernetesDriver) -> None:
-    records = driver.records(APP)
-    target = ledger.rollback_target(records)
+def rollback(driver: KubernetesDriver, app: str) -> None:
+    target = ledger.rollback_target(driver.records(app))
     assert target is not None
     driver.apply(driver.stored_release(target), holder=HOLDER)
+
+
+def measure_round(driver: KubernetesDriver, times: dict[int, Timings]) -> None:
+    """One timing of each operation for every app, one app after the other."""
+    for size in SIZES:
+        row = times.setdefault(size, {"status": [], "history": [], "rollback": []})
+        for name, took in time_once(driver, app_of(size)).items():
+            row[name].append(took)
+
+
+def time_once(driver: KubernetesDriver, app: str) -> dict[str, float]:
+    return {"status": timed(lambda: (driver.records(app), driver.read_lock(app))),
+            "history": timed(lambda: driver.records(app)),
+            "rollback": timed(lambda: rollback(driver, app))}
 
 
 def main() -> None:
@@ -76,7 +91,8 @@ def main() -> None:
     bin_dir = controlplane.find_binaries()
     if bin_dir is None:
         sys.exit("kube binaries not built; run scripts/build-kube-sandbox.sh")
-    results: dict[int, dict[str, float]] = {}
+    times: dict[int, Timings] = {}
+    kept: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="wavegate-ledger-bench-") as folder:
         sandbox = controlplane.up(clusters=["a"], dir=Path(folder), bin_dir=bin_dir)
         cluster = Cluster(name="a", region="local", driver="kubernetes", namespace="default",
@@ -84,25 +100,24 @@ def main() -> None:
                           kubeconfig=sandbox.kubeconfig)
         driver = KubernetesDriver(cluster)
         try:
-            driver.acquire_lock(APP, holder=HOLDER, ttl=3600)
             for size in SIZES:
-                write_revisions(driver, size)
-                driver.apply(release(f"1.{size}.0"), holder=HOLDER)
-                kept = len(driver.records(APP))
-                results[size] = {
-                    "status": best(lambda: (driver.records(APP), driver.read_lock(APP))),
-                    "history": best(lambda: driver.records(APP)),
-                    "rollback": best(lambda: rollback(driver)),
-                    "kept": kept}
+                app = app_of(size)
+                driver.acquire_lock(app, holder=HOLDER, ttl=3600)
+                write_revisions(driver, app, size)
+                driver.apply(release(app, f"1.{size}.0"), holder=HOLDER)
+                kept[size] = len(driver.records(app))
+            for _ in range(ROUNDS):
+                measure_round(driver, times)
         finally:
             driver.close()
             controlplane.down(Path(folder))
+    results = {size: {k: min(v) for k, v in row.items()} for size, row in times.items()}
     base = results[SIZES[0]]
     print(f"{'revisions written':<20} {'kept':>5} {'status':>9} {'history':>9} {'rollback':>9}"
           "   ratios to 10 (goal: ~1, flat)")
     for size, row in results.items():
         ratios = " ".join(f"{row[k] / base[k]:.2f}" for k in ("status", "history", "rollback"))
-        print(f"{size:<20} {int(row['kept']):>5} {row['status'] * 1000:>7.1f}ms "
+        print(f"{size:<20} {kept[size]:>5} {row['status'] * 1000:>7.1f}ms "
               f"{row['history'] * 1000:>7.1f}ms {row['rollback'] * 1000:>7.1f}ms   {ratios}")
 
 
