@@ -2,8 +2,9 @@
 that was rotated during the bake. Real pods, real HTTP, wavegate driven through its CLI.
 
 A bad release whose endpoints stream a huge body or trickle forever fails safe (exit 1, rolled
-back, the reason in the report) while wavegate's own memory stays bounded; a good release whose
-probe token is rotated mid-bake is not failed for it.
+back, the reason in the report) while wavegate's own memory stays bounded, and so does the
+ingress that passes a 256 MiB answer on; a good release whose probe token is rotated mid-bake
+is not failed for it.
 """
 
 from __future__ import annotations
@@ -53,19 +54,28 @@ def canary_detail(report: Path) -> str:
     return " ".join([canary["detail"] or ""] + [c["detail"] for c in canary["checks"]])
 
 
+def peak_rss_of(pid: int) -> int:
+    """The peak resident memory in bytes of a process that is still running (Linux)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
 def test_a_release_streaming_a_huge_body_fails_safe_with_bounded_memory(
         local_fleet: LocalFleet, tmp_path: Path) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     variant = local_fleet.app_variant("huge", configmap_extra=FAULTY)
     report = tmp_path / "huge.json"
-    # 32 MiB, not 256: the local fleet's ingress buffers a whole answer in its own process.
     code, peak = measured_deploy(local_fleet, variant, "1.1.0", report, "--set", "leak=",
-                                 "--set", "fault=huge-body-32")
+                                 "--set", "fault=huge-body")  # 256 MiB to every /api/ request
     assert code == 1, local_fleet.outputs[-1]
     assert set(versions_on(local_fleet).values()) == {"1.0.0"}
+    # Read whole, one probe alone would take wavegate past 256 MiB; eight run in parallel.
+    assert peak < 200 * MIB, f"wavegate peaked at {peak // MIB} MiB"
     assert "response body over 1 MiB" in canary_detail(report)
-    # Read whole, eight probes in parallel would take wavegate past 256 MiB.
-    assert peak < 160 * MIB, f"wavegate peaked at {peak // MIB} MiB"
+    # The canary's ingress passed every answer on in chunks: it never held one whole either.
+    agent = json.loads((local_fleet.root / "state" / "prod-0" / "agent.state.json").read_text())
+    ingress_peak = peak_rss_of(agent["pid"])
+    assert ingress_peak < 128 * MIB, f"prod-0's agent peaked at {ingress_peak // MIB} MiB"
 
 
 def test_a_release_whose_endpoints_trickle_fails_safe_at_the_deadline(

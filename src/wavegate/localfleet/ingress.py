@@ -1,8 +1,12 @@
 """The ingress of a local cluster: one HTTP port on 127.0.0.1 in front of the ready pods.
 
 Owns the reverse proxy (method, path, headers and body forwarded with `http.client`; the
-pod's status, headers and body returned), round-robin over the backends it is given, and the
-count of requests in flight per backend, which lets a stopping pod drain before its SIGTERM.
+pod's status and headers returned, then its body streamed in chunks of at most `CHUNK` bytes),
+round-robin over the backends it is given, and the count of requests in flight per backend,
+which lets a stopping pod drain before its SIGTERM. A request stays in flight until its body
+has been passed on, and the ingress never holds more than a chunk of it: its memory stays
+bounded whatever a pod sends. A body of known length keeps its Content-Length; one that is
+not (a chunked answer) is sent on chunked, so clients keep their connection either way.
 
 Must not decide which pods are backends: the agent calls `set_backends` with the ready,
 non-terminating pods of the ingress Service. Answers of its own:
@@ -10,16 +14,20 @@ non-terminating pods of the ingress Service. Answers of its own:
 - 502 `{"error": "bad gateway", ...}` when a pod fails mid-request. A connection refused
   before anything was sent is tried on the next backend first (nothing reached the pod, so
   retrying is safe for any method): a pod that died since the last probe costs no request.
+Once the status line is on its way there is no answer left to give: a pod that fails in the
+middle of its body, or a client that hangs up, ends both connections (the client sees a body
+cut short, the pod a closed socket, so it stops sending).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -43,6 +51,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 NO_BODY_STATUSES = frozenset({204, 304})
+CHUNK = 64 * 1024  # the most of a pod's body the ingress holds at once, per request
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,8 @@ class _Answer:
     status: int
     reason: str
     headers: list[tuple[str, str]]
-    body: bytes
+    body: Iterable[bytes]  # read as it is sent, once
+    length: int | None  # None: not known before the end (sent chunked)
 
 
 class Ingress:
@@ -122,30 +132,35 @@ class Ingress:
         with self._lock:
             return self._detail
 
+    @contextlib.contextmanager
     def forward(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
-    ) -> _Answer:
+    ) -> Iterator[_Answer]:
+        """The answer to pass on, its body read from the pod while the caller sends it."""
         tried: set[str] = set()
         refused: list[str] = []
         while (address := self._acquire(tried)) is not None:
             tried.add(address)
             try:
-                answer = self._forward_to(address, method, path, headers, body)
+                with self._forward_to(address, method, path, headers, body) as answer:
+                    if answer is not None:
+                        yield answer
+                        return
             finally:
-                self._release(address)
-            if answer is not None:
-                return answer
+                self._release(address)  # only once the body is passed on: drains wait for it
             refused.append(address)
         if refused:
-            return _json_answer(
+            yield _json_answer(
                 502,
                 {"error": "bad gateway", "detail": "connection refused by " + ", ".join(refused)},
             )
+            return
         payload: dict[str, str] = {"error": "no ready endpoints"}
         if detail := self._no_backend_detail():
             payload["detail"] = detail
-        return _json_answer(503, payload)
+        yield _json_answer(503, payload)
 
+    @contextlib.contextmanager
     def _forward_to(
         self,
         address: str,
@@ -153,29 +168,50 @@ class Ingress:
         path: str,
         headers: list[tuple[str, str]],
         body: bytes | None,
-    ) -> _Answer | None:
+    ) -> Iterator[_Answer | None]:
         """The pod's answer; None when it refused the connection (nothing was sent)."""
         host, _, port = address.rpartition(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
         try:
-            try:
-                conn.connect()
-            except OSError:
-                return None
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers:
-                conn.putheader(name, value)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            response = conn.getresponse()
-            data = response.read()
-            kept = [(k, v) for k, v in response.getheaders() if _forwardable(k, method)]
-            return _Answer(response.status, response.reason, kept, data)
-        except (OSError, http.client.HTTPException) as e:
-            return _json_answer(502, {"error": "bad gateway", "detail": f"{address}: {e}"})
+            yield _exchange(conn, address, method, path, headers, body)
         finally:
-            conn.close()
+            conn.close()  # with a body left unread, this is what tells the pod to stop
+
+
+def _exchange(
+    conn: http.client.HTTPConnection,
+    address: str,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> _Answer | None:
+    """Send the request and read the pod's status and headers; the body is left to stream."""
+    try:
+        conn.connect()
+    except OSError:
+        return None
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+    except (OSError, http.client.HTTPException) as e:
+        return _json_answer(502, {"error": "bad gateway", "detail": f"{address}: {e}"})
+    kept = [(k, v) for k, v in response.getheaders() if _forwardable(k, method)]
+    length = None if response.chunked else response.length
+    return _Answer(response.status, response.reason, kept, _chunks(response), length)
+
+
+def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The body as it arrives (read1: no waiting for a full chunk when the pod trickles)."""
+    while chunk := response.read1(CHUNK):
+        yield chunk
+    if response.length:  # the pod closed before the length it announced
+        raise http.client.IncompleteRead(b"", response.length)
 
 
 def _forwardable(name: str, method: str) -> bool:
@@ -188,7 +224,7 @@ def _forwardable(name: str, method: str) -> bool:
 
 def _json_answer(status: int, payload: dict[str, str]) -> _Answer:
     body = json.dumps(payload).encode()
-    return _Answer(status, "", [("Content-Type", "application/json")], body)
+    return _Answer(status, "", [("Content-Type", "application/json")], (body,), len(body))
 
 
 class _Server(ThreadingHTTPServer):
@@ -198,7 +234,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive to clients; every answer has a length
+    protocol_version = "HTTP/1.1"  # keep-alive to clients: every answer has a length or chunks
     server_version = "wavegate-localfleet"
     sys_version = ""
     timeout = 60  # a stalled client must not hold a thread forever
@@ -211,8 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("Host", self.server.ingress.url.removeprefix("http://")))
         headers.append(("X-Forwarded-For", self.client_address[0]))
         headers.append(("X-Forwarded-Proto", "http"))
-        answer = self.server.ingress.forward(self.command, self.path, headers, body)
-        self._send(answer)
+        with self.server.ingress.forward(self.command, self.path, headers, body) as answer:
+            self._send(answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _proxy
 
@@ -239,12 +275,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status, answer.reason or None)
         for name, value in answer.headers:
             self.send_header(name, value)
-        with_body = self.command != "HEAD" and answer.status not in NO_BODY_STATUSES
-        if with_body:
-            self.send_header("Content-Length", str(len(answer.body)))
+        if self.command == "HEAD" or answer.status in NO_BODY_STATUSES:
+            self.end_headers()
+            return
+        chunked = answer.length is None and self.request_version != "HTTP/1.0"
+        if answer.length is not None:
+            self.send_header("Content-Length", str(answer.length))
+        elif chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True  # an HTTP/1.0 client reads to the end of the stream
         self.end_headers()
-        if with_body:
-            self.wfile.write(answer.body)
+        try:
+            self._stream(answer.body, chunked=chunked)
+        except (OSError, http.client.HTTPException):
+            # The pod failed mid-body or the client hung up: the status is sent, so the only
+            # way left to say the body is incomplete is to end the connection.
+            self.close_connection = True
+
+    def _stream(self, body: Iterable[bytes], *, chunked: bool) -> None:
+        for data in body:
+            if chunked:
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+            else:
+                self.wfile.write(data)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def send_response(self, code: int, message: str | None = None) -> None:
         # The base class adds its own Server and Date; the pod's come through instead.
