@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,14 @@ from kubernetes import client
 from structlog.testing import capture_logs
 
 from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
+from wavegate.clock import SystemClock
 from wavegate.config import fleet
 from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record, Status
 from wavegate.drivers.kubernetes import KubernetesDriver
+from wavegate.engine import deploy, rollback
+from wavegate.engine import session as runs
 from wavegate.errors import (
     EXIT_LOCKED,
     EXIT_NEEDS_HUMAN,
@@ -212,6 +216,7 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     second = release("1.0.1", namespace)
     driver.create_record(record(2, "1.0.1"), second, holder="run-1")
     driver.api.calls.clear()
+    driver.api.requests.clear()
     started = time.monotonic()
     driver.apply(second, holder="run-1")
     took = time.monotonic() - started
@@ -220,10 +225,16 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     data = client.CoreV1Api(admin).read_namespaced_config_map("web", namespace,
                                                               _request_timeout=TIMEOUT).data
     assert data == {"VERSION": "1.0.1"}
-    # 1 fence + 1 ledger list + 1 HPA list + 3 dry-runs + 3 applies + 1 prune list (the one
-    # kind and namespace the inventories leave behind) + the one object pruned, and a fence
-    # (a Lease GET) before each of the 3 applies and the 1 prune: every write is fenced.
-    assert calls == {"GET": 8, "PATCH": 6, "DELETE": 1}
+    # 1 HPA list + 3 dry-runs + 3 applies + 1 prune list (the one kind and namespace the
+    # inventories leave behind) + the one object pruned. The ledger is the one create_record
+    # listed (and wrote since); the fences before each write are the lease as last confirmed,
+    # or one renewal (a compare-and-set) once that look is older than its trust window.
+    leases = driver.api.requests.pop("update leases.coordination.k8s.io", 0)
+    assert dict(driver.api.requests) == {
+        "list horizontalpodautoscalers.autoscaling": 1, "apply deployments.apps": 2,
+        "apply services": 2, "apply configmaps": 2, "list configmaps": 1,
+        "delete configmaps": 1}
+    assert leases <= 1
 
     before = versions(admin, namespace)
     driver.apply(second, holder="run-1")
@@ -609,9 +620,9 @@ TOKENS = {"LIBRARY_TOKEN_ALICE": "alice-e2e", "LIBRARY_TOKEN_BOB": "bob-e2e",
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fleet.Cluster]:
+def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fleet.Fleet]:
     """One cluster whose node agent runs pods, the deployer role from deployer.yaml; the
-    cluster as its generated fleet file gives it (restricted context, ingress endpoint)."""
+    fleet file generated for it (restricted context, ingress endpoint)."""
     sandbox_binaries()
     directory = tmp_path_factory.mktemp("kube")
     (directory / "in").mkdir()
@@ -623,9 +634,14 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fleet.Cluster]:
         kubefleet.up(fleet.load(directory / "in" / "fleet.yaml"), directory, rbac=DEPLOYER_RBAC)
         print(f"\nkube fleet of 1 cluster up in {time.monotonic() - started:.1f}s")
     try:
-        yield fleet.load(directory / "fleet.yaml").cluster("solo")
+        yield fleet.load(directory / "fleet.yaml")
     finally:
         kubefleet.down(directory)
+
+
+@pytest.fixture(scope="module")
+def kube(solo: fleet.Fleet) -> fleet.Cluster:
+    return solo.cluster("solo")
 
 
 def _version(endpoint: str) -> str:
@@ -679,6 +695,7 @@ def test_a_release_rolls_out_updates_and_a_crashing_one_is_caught(kube: fleet.Cl
         timings["rolled back"] = time.monotonic() - started
         assert _version(kube.endpoint) == "1.1.0"
     finally:
+        driver.release_lock("library-app", holder="run-1")
         driver.close()
     print("\n2-replica library-app: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
           + f"; calls of the 1.1.0 deploy {calls}")
@@ -712,8 +729,51 @@ def test_an_unmapped_image_fails_at_once_and_a_timeout_says_why_a_new_pod_waits(
         driver.apply(good, holder="run-2")
         driver.wait_rollout(good, timeout=60)
     finally:
+        driver.release_lock("library-app", holder="run-2")
         driver.close()
     assert "not rolled out after" not in str(not_pulled.value)
     assert " is ErrImageNeverPull: image 'no-such-image:1'" in str(not_pulled.value)
     assert str(timed_out.value).startswith("Deployment/library-app: not rolled out after 3s: ")
     assert ": ContainersNotReady: " in str(timed_out.value)
+
+
+# --- API economy -------------------------------------------------------------------------
+
+
+def test_a_deploy_and_a_rollback_stay_within_their_api_request_budgets(
+        solo: fleet.Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the engine, as `deploy` and `rollback` run them: each operation lists the
+    ledger once, reads no object it just applied, and fences its writes with the lease as its
+    lock last confirmed it rather than a read before each one."""
+    for name, value in TOKENS.items():
+        monkeypatch.setenv(name, value)
+    app = App.from_folder(ROOT / "manifests" / "library-app")
+    for version in ("1.0.0", "1.1.0"):
+        prepared = deploy.prepare(solo, app, version, {})
+        report = deploy.new_report(solo, app, version, runs.new_run_id())
+        code = deploy.run(solo, prepared, run_id=report.run_id, by="e2e",
+                          clock=SystemClock(), report=report)
+        assert code == 0, report.message
+    deployed = Counter(prepared.targets["solo"].driver.api.requests)
+
+    run_id = runs.new_run_id()
+    drivers = runs.drivers_for(solo, ["solo"])
+    asked = rollback.Request(app="library-app", to_version="1.0.0", reason="e2e", run_id=run_id,
+                             by="e2e")
+    report = rollback.new_report("library-app", ["solo"], solo, run_id, "1.0.0")
+    assert rollback.run(solo, drivers, asked, clock=SystemClock(), report=report) == 0
+    rolled = Counter(drivers["solo"].api.requests)
+    assert _version(str(solo.cluster("solo").endpoint)) == "1.0.0"
+    print(f"\ndeploy {sum(deployed.values())} requests {dict(deployed)}"
+          f"\nrollback {sum(rolled.values())} requests {dict(rolled)}")
+
+    # Lease writes (take, renewals, release) grow with the time the lock is held, on a noisy
+    # machine too: the budget leaves three of them (take, one renewal, release).
+    for counted, budget in ((deployed, 20), (rolled, 20)):
+        fixed = sum(n for kind, n in counted.items() if kind != "update leases.coordination.k8s.io")
+        assert fixed + 3 <= budget, counted
+        assert counted["list secrets"] == 1  # the ledger, once per operation
+        assert counted["get deployments.apps"] == 0  # the apply's answer is where the wait starts
+        assert counted["get leases.coordination.k8s.io"] == 1  # taking the lock; no fence reads
+    # A rollback also reads the release it goes back to (1 GET of its ledger Secret) and marks
+    # two revisions; it keeps its dry-run pass (nothing half-applied): 20, short of 15.

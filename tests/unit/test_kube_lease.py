@@ -94,3 +94,46 @@ def test_a_stale_lock_says_the_holder_looks_dead_and_what_to_do() -> None:
     assert str(error) == ("prod-0: library-app is locked by run run-9, whose lease expired at "
                           "2025-03-14T09:27:18+00:00: that run looks dead; `wavegate resume "
                           "run-9` finishes it, `wavegate rollback library-app` undoes it")
+
+
+# --- fencing on trust ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("holder", "age", "trusted"), [
+    pytest.param("me", 0.0, True, id="just-confirmed"),
+    pytest.param("me", 2.9, True, id="within-a-tenth-of-30s"),
+    pytest.param("me", 3.0, False, id="a-tenth-of-the-term-old"),
+    pytest.param("other", 0.0, False, id="another-holder-never"),
+])
+def test_a_look_at_the_lease_fences_writes_for_a_tenth_of_its_term(
+        holder: str, age: float, trusted: bool) -> None:
+    known = lease.Held(held("me", ttl=30), "me", confirmed=100.0)
+    assert known.trusted(holder, at=100.0 + age) is trusted
+
+
+@pytest.mark.parametrize(("current", "wait"), [
+    pytest.param(held("old", ttl=30), 3.0, id="from-a-live-holder-its-trust-window"),
+    pytest.param(held("old", ttl=60), 6.0, id="the-window-of-the-holders-own-term"),
+    pytest.param(held(None), 0.0, id="a-released-lease-nothing"),
+    pytest.param(held("me"), 0.0, id="our-own-nothing"),
+])
+def test_whoever_takes_a_lease_waits_out_the_old_holders_trust(
+        current: dict[str, Any], wait: float) -> None:
+    """The old holder's writes let through on its last look all land before the taker's."""
+    assert lease.takeover_wait(current, taker="me") == wait
+    if wait:
+        old = lease.Held(current, "old", confirmed=0.0)
+        assert not old.trusted("old", at=wait)
+
+
+@pytest.mark.parametrize(("holder", "age", "within", "expected"), [
+    pytest.param("me", 2.9, None, True, id="a-write-within-the-trust-window"),
+    pytest.param("me", 3.0, None, False, id="a-write-past-the-trust-window"),
+    pytest.param("me", 0.9, 1.0, True, id="a-wait-within-its-second"),
+    pytest.param("me", 1.0, 1.0, False, id="a-wait-past-its-second"),
+    pytest.param("other", 0.0, None, False, id="another-holder"),
+])
+def test_a_look_at_the_lease_stands_only_as_long_as_asked(
+        holder: str, age: float, within: float | None, expected: bool) -> None:
+    known = lease.Held(held("me", ttl=30), "me", confirmed=100.0)
+    assert known.trusted(holder, at=100.0 + age, within=within) is expected

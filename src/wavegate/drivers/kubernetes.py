@@ -14,22 +14,29 @@ arbitrary manifests is a raw PATCH anyway), no generated models (their datetimes
 MicroTime in v1.20, and they change shape with the client's generator), and no discovery cache
 files written by the dynamic client.
 
-API calls, for a release of N objects and W workloads (pinned by the e2e tests):
-- apply: 1 GET (fence) + 1 LIST (ledger, metadata only) + 1 LIST of HPAs per namespace with
-  workloads + N dry-run PATCHes + N PATCHes + 1 LIST (metadata only) per kind and namespace the
-  release dropped + a DELETE per pruned object; with CRDs, a GET until each is Established and
-  a discovery GET per new group version. The dry-run pass (no force: a field another manager
+API calls, for a release of N objects and W workloads (pinned by the e2e tests; a deploy of
+the Library App costs 18 per cluster, an emergency rollback 20):
+- fences: the lease as last confirmed (read, or renewed with success) stands for a tenth of
+  its term (`kube.lease`: a run that takes the lease waits that out); an older one is renewed
+  by the fence, one PUT that proves it ours which counts as a renewal too.
+- apply: 1 LIST of HPAs per namespace with workloads + N dry-run PATCHes + N PATCHes + 1 LIST
+  (metadata only) per kind and namespace the release dropped + a DELETE per pruned object;
+  the ledger it prunes by is the one listed under this hold of the lock (with the writes made
+  since), listed only if there is none; with CRDs, a GET until each is Established and a
+  discovery GET per new group version. The dry-run pass (no force: a field another manager
   owns is a conflict) is what keeps a refusal from half-applying. Records from before
   inventories add the old label sweep (9 LISTs).
-- wait_rollout, per workload: 1 GET; if that is not yet rolled out, 1 LIST (pods) and 2
-  WATCHes (the workload, its pods), re-opened only when the server ends them; plus a GET of a
-  ReplicaSet for each crashing pod whose owner is not known yet. No polling.
-- ledger: records 1 LIST (metadata only; a GET per record from before annotations);
-  stored_release 1 GET; update 1 GET (fence) + 1 write; create 1 GET (fence) + 1 write + 1 LIST
-  (trim to `history`) + a DELETE per record trimmed, and before the app's first revision 1
-  LIST per object of the release (adoption).
+- wait_rollout, per workload: nothing before watching from the object the apply answered with
+  (1 GET when there is none, or it looks settled already); if not yet rolled out, 1 LIST
+  (pods) and 2 WATCHes (the workload, its pods), re-opened only when the server ends them;
+  plus a GET of a ReplicaSet for each crashing pod whose owner is not known yet. No polling.
+- ledger: records 1 LIST (metadata only; a GET per record from before annotations), kept
+  while the lock is held; stored_release 1 GET; update 1 write; create 1 write + a DELETE per
+  record trimmed to `history`, and before the app's first revision 1 LIST per object of the
+  release (adoption).
 - lock: acquire 1 GET + 1 write (POST or PUT), plus a GET a second for up to one lease term
-  when the lease's timestamps look expired; renew 1 GET + 1 PUT; release 1 GET + 1 PUT.
+  when the lease's timestamps look expired; renew 1 PUT on the lease as last seen (a GET
+  first only if it changed); release 1 PUT, likewise.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ REQUEST_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then re-opened where it was
 WATCH_TIMEOUT = urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 15.0)
 LOCK_ATTEMPTS = 3
-LOCK_LOOK = 1.0  # how often a rollout wait confirms the run goes on and the lease is ours
+LOCK_LOOK = 1.0  # how often a rollout wait looks whether the run goes on and the lease is ours
 CRD_TIMEOUT = 30.0  # seconds for a CRD to be Established and its kinds discoverable
 CRD_PAUSE = 0.1
 ADOPTED_VERSION = "adopted"  # what ran before wavegate has no version wavegate knows
@@ -128,6 +135,13 @@ class KubernetesDriver:
         self._resources: dict[tuple[str, str], kinds.Resource] = dict(kinds.KNOWN)
         self._sightings: dict[str, lease.Sighting] = {}  # per app: leases as we saw them
         self._terms: dict[str, float] = {}  # per app: the ttl our run holds its lease for
+        self._held: dict[str, lease.Held] = {}  # per app: our own hold, as last confirmed
+        self._leasing = threading.RLock()  # the run's thread and the renewals take turns
+        # Per app: the ledger as listed while we held its lease (with our own writes since),
+        # and for which holder. Every ledger write is fenced, so no one else changes it while
+        # that hold lasts: an operation lists its records once.
+        self._ledgers: dict[str, tuple[str, list[Record]]] = {}
+        self._applied: dict[str, dict[str, Any]] = {}  # workload path -> as the apply left it
         self._log = log.bind(cluster=cluster.name)
 
     # --- reaching the cluster ----------------------------------------------------------------
@@ -154,7 +168,8 @@ class KubernetesDriver:
         prune what the app's recorded revisions applied and this release has not."""
         fence = self._fencer(release.app, holder, cancel)
         fence()
-        records = self.records(release.app)
+        records = self._ledger(release.app, holder)
+        self._applied.clear()
         ordered = self._for_apply(release)
         served = self._dry_run(release, ordered, force=force_conflicts)
         definitions = [m for m in ordered if m.get("kind") == kinds.CRD.kind]
@@ -177,7 +192,7 @@ class KubernetesDriver:
         with nothing adopted before it has nothing to go to)."""
         fence = self._fencer(app, holder, None)
         fence()
-        self._prune(app, self.records(app), keep=(), fence=fence)
+        self._prune(app, self._ledger(app, holder), keep=(), fence=fence)
 
     def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
                      cancel: threading.Event | None = None) -> None:
@@ -186,9 +201,10 @@ class KubernetesDriver:
         for manifest in release.manifests:
             if manifest.get("kind") in kinds.WORKLOADS:
                 resource = self._resource(manifest)
-                _Rollout(self.api, resource, self._where(resource, manifest),
-                         manifest["metadata"]["name"]).wait(deadline=deadline, timeout=timeout,
-                                                            look=look)
+                namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
+                _Rollout(self.api, resource, namespace, name).wait(
+                    deadline=deadline, timeout=timeout, look=look,
+                    applied=self._applied.pop(resource.path(namespace or None, name), None))
         look(True)  # rolled out, and still ours: not an emergency rollback's rollout
 
     def _fencer(self, app: str, holder: str,
@@ -202,17 +218,17 @@ class KubernetesDriver:
 
     def _watchful(self, app: str, holder: str | None,
                   cancel: threading.Event | None) -> Callable[[bool], None]:
-        """What a rollout wait looks at between events: the run stopping, and the Lease at
-        most every `LOCK_LOOK` seconds (a lost lock is noticed within about a second), and
-        once more, `final`, when the rollout is judged done."""
-        next_look = [time.monotonic()]
-
+        """What a rollout wait looks at between events: the run stopping, and the Lease when
+        the run's last look at it is older than `LOCK_LOOK` (a lost lock is noticed within
+        about a second; a renewal or a write's fence in that second stands for the look), and
+        once more, `final`, when the rollout is judged done: fenced like a write (the trust
+        window holds: a taker writes nothing before it ends), so a rollout an emergency
+        rollback started is never taken for ours."""
         def look(final: bool = False) -> None:
             if cancel is not None and cancel.is_set():
                 raise Stopped(cluster=self.cluster.name)
-            if holder is not None and (final or time.monotonic() >= next_look[0]):
-                self._fence(app, holder)
-                next_look[0] = time.monotonic() + LOCK_LOOK
+            if holder is not None:
+                self._fence(app, holder, within=None if final else LOCK_LOOK)
         return look
 
     def _for_apply(self, release: Release) -> list[Manifest]:
@@ -257,10 +273,13 @@ class KubernetesDriver:
         if dry_run:
             query["dryRun"] = "All"
         try:
-            return self.api.request(
+            applied = self.api.request(
                 "PATCH", resource.path(namespace or None, name), query=query, body=manifest,
                 content_type=APPLY_PATCH, expect=(409, 404) if role_arrives else (409,),
                 action=Action("apply", resource.rbac_name, name, namespace or None))
+            if not dry_run and resource.kind in kinds.WORKLOADS:
+                self._applied[resource.path(namespace or None, name)] = applied
+            return applied
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -456,8 +475,32 @@ class KubernetesDriver:
             query={"labelSelector": ledgersecret.selector(app),
                    "fieldSelector": f"type={ledgersecret.TYPE}"},
             action=Action("list", "secrets", namespace=self._namespace))
-        records = [self._record(app, item) for item in listed.get("items") or ()]
-        return sorted(records, key=lambda record: record.revision)
+        records = sorted((self._record(app, item) for item in listed.get("items") or ()),
+                         key=lambda record: record.revision)
+        held = self._held.get(app)
+        if held is not None:
+            self._ledgers[app] = (held.holder, list(records))
+        return records
+
+    def _ledger(self, app: str, holder: str) -> list[Record]:
+        """The app's records: as listed under HOLDER's current hold (with its writes since),
+        else listed now."""
+        known, held = self._ledgers.get(app), self._held.get(app)
+        if known is not None and held is not None and known[0] == held.holder == holder:
+            return list(known[1])
+        return self.records(app)
+
+    def _noted(self, app: str, holder: str, *, written: Record | None = None,
+               dropped: int | None = None) -> None:
+        """Keep the known ledger in step with HOLDER's own write (or delete) of a record."""
+        known = self._ledgers.get(app)
+        if known is None or known[0] != holder:
+            return
+        gone = written.revision if written is not None else dropped
+        records = [r for r in known[1] if r.revision != gone]
+        if written is not None:
+            records.append(written)
+        self._ledgers[app] = (holder, sorted(records, key=lambda record: record.revision))
 
     def _record(self, app: str, item: dict[str, Any]) -> Record:
         try:
@@ -479,9 +522,10 @@ class KubernetesDriver:
         release already runs is kept as revision 0 (`adopted`); then the ledger is trimmed."""
         record = record.updated(inventory=self._inventory(release))
         self._fence(record.app, holder)
-        if record.revision == 1 and not self.records(record.app):
-            self._adopt(record, release)
+        if record.revision == 1 and not self._ledger(record.app, holder):
+            self._adopt(record, release, holder=holder)
         created = self._create(record, release)
+        self._noted(record.app, holder, written=created)
         self._trim(record.app, holder)
         return created
 
@@ -501,7 +545,7 @@ class KubernetesDriver:
                            "exists already") from error
         return record.updated(resource_version=created["metadata"]["resourceVersion"])
 
-    def _adopt(self, first: Record, release: Release) -> None:
+    def _adopt(self, first: Record, release: Release, *, holder: str) -> None:
         """Objects of the release that run already (applied by kubectl or Helm) become
         revision 0, so a failing first release goes back to them instead of deleting them."""
         captured = []
@@ -522,19 +566,22 @@ class KubernetesDriver:
         record = first.updated(revision=0, version=ADOPTED_VERSION, status=Status.ADOPTED,
                                started_at=now, finished_at=now, inventory=self._inventory(adopted),
                                reason="objects that ran before the first wavegate release")
-        with contextlib.suppress(Conflict):  # adopted already by an earlier attempt
-            self._create(record, adopted)
+        try:
+            self._noted(release.app, holder, written=self._create(record, adopted))
+        except Conflict:  # adopted already by an earlier attempt: read it with the ledger
+            self._ledgers.pop(release.app, None)
         self._log.info("kube.adopted", app=release.app, objects=len(captured))
 
     def _trim(self, app: str, holder: str) -> None:
         """Keep `history` revisions (and whatever the ledger may still need)."""
-        for old in ledger.trimmed(self.records(app), keep=self.history):
+        for old in ledger.trimmed(self._ledger(app, holder), keep=self.history):
             name = ledgersecret.name(app, old.revision)
             self._log.info("kube.ledger_trimmed", app=app, revision=old.revision)
             with contextlib.suppress(ApiError):  # gone already
                 self.api.request("DELETE", kinds.SECRET.path(self._namespace, name),
                                  expect=(404,),
                                  action=Action("delete", "secrets", name, self._namespace))
+            self._noted(app, holder, dropped=old.revision)
 
     def update_record(self, record: Record, *, holder: str) -> Record:
         patch = ledgersecret.update_patch(record)
@@ -545,9 +592,12 @@ class KubernetesDriver:
                                       body=patch, content_type=MERGE_PATCH, expect=(409,),
                                       action=Action("patch", "secrets", name, self._namespace))
         except ApiError as error:
+            self._ledgers.pop(record.app, None)  # changed underneath: list it again
             raise Conflict(f"{self.cluster.name}: revision {record.revision} of {record.app} "
                            "changed since it was read") from error
-        return record.updated(resource_version=stored["metadata"]["resourceVersion"])
+        updated = record.updated(resource_version=stored["metadata"]["resourceVersion"])
+        self._noted(record.app, holder, written=updated)
+        return updated
 
     def _ledger_secret(self, app: str, name: str) -> dict[str, Any]:
         return self.api.request("GET", kinds.SECRET.path(self._namespace, name),
@@ -565,14 +615,28 @@ class KubernetesDriver:
     # --- lock --------------------------------------------------------------------------------
 
     def acquire_lock(self, app: str, *, holder: str, ttl: float, force: bool = False) -> None:
-        self._terms[app] = ttl
+        with self._leasing:
+            self._terms[app] = ttl
+            self._forget(app)
+            taken = self._acquire(app, holder=holder, ttl=ttl, force=force)
+        if taken is not None:
+            wait = lease.takeover_wait(taken, taker=holder)
+            self._log.warning("kube.lock_taken", app=app, holder=holder,
+                              previous=lease.holder(taken), force=force, waited=wait)
+            # The old holder may still write on its last look at the lease for this long
+            # (see `kube.lease`): our first write comes after all of its.
+            self.api.sleep(wait)
+
+    def _acquire(self, app: str, *, holder: str, ttl: float,
+                 force: bool) -> dict[str, Any] | None:
+        """Take or renew the lease; the lease as it was if it was taken from another holder."""
         current: dict[str, Any] | None = None
         for _ in range(LOCK_ATTEMPTS):
             now = datetime.now(UTC)
             current = self._read_lease(app)
             if current is None:
                 if self._create_lease(app, holder=holder, ttl=ttl, now=now):
-                    return
+                    return None
                 continue  # created by someone else in between: judge theirs
             decision = self._judge(app, current, holder=holder, force=force)
             if decision is lease.Decision.HELD and lease.looks_expired(current, now=now):
@@ -581,7 +645,7 @@ class KubernetesDriver:
                     continue  # deleted meanwhile: take it
                 decision = self._judge(app, current, holder=holder, force=force)
             if decision is lease.Decision.HELD:
-                raise self._held(app, current)
+                raise self._held_by(app, current)
             if decision is lease.Decision.STALE:
                 raise StaleLock(cluster=self.cluster.name, app=app,
                                       holder=str(lease.holder(current)),
@@ -589,12 +653,10 @@ class KubernetesDriver:
             replacement = (lease.renewed(current, ttl=ttl, now=now)
                            if decision is lease.Decision.RENEW
                            else lease.taken(current, holder_id=holder, ttl=ttl, now=now))
-            if self._replace_lease(app, replacement):
-                if decision is lease.Decision.TAKE and lease.holder(current):
-                    self._log.warning("kube.lock_taken", app=app, holder=holder,
-                                      previous=lease.holder(current), force=force)
-                return
-        raise self._held(app, current or {})
+            if self._replace_lease(app, replacement, holder=holder):
+                taken = decision is lease.Decision.TAKE and lease.holder(current)
+                return current if taken else None
+        raise self._held_by(app, current or {})
 
     def _judge(self, app: str, current: dict[str, Any], *, holder: str,
                force: bool) -> lease.Decision:
@@ -618,7 +680,17 @@ class KubernetesDriver:
         return latest
 
     def renew_lock(self, app: str, *, holder: str, ttl: float) -> None:
-        self._terms[app] = ttl
+        """Extend our lease: one compare-and-set on the lease as we last saw it, read again
+        only when it changed (taken: Preempted)."""
+        with self._leasing:
+            self._terms[app] = ttl
+            self._renew(app, holder=holder, ttl=ttl)
+
+    def _renew(self, app: str, *, holder: str, ttl: float) -> None:
+        known = self._held.get(app)
+        if known is not None and known.holder == holder and self._replace_lease(
+                app, lease.renewed(known.lease, ttl=ttl, now=datetime.now(UTC)), holder=holder):
+            return
         for _ in range(LOCK_ATTEMPTS):
             current = self._read_lease(app)
             if current is None:
@@ -627,8 +699,10 @@ class KubernetesDriver:
                 continue  # someone else created it first: judge theirs
             owner = lease.holder(current)
             if owner != holder:
+                self._forget(app)
                 raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
-            if self._replace_lease(app, lease.renewed(current, ttl=ttl, now=datetime.now(UTC))):
+            if self._replace_lease(app, lease.renewed(current, ttl=ttl, now=datetime.now(UTC)),
+                                   holder=holder):
                 return
         raise DriverError(f"could not renew the lock on {app}: it kept changing",
                           cluster=self.cluster.name)
@@ -644,27 +718,59 @@ class KubernetesDriver:
         return True
 
     def release_lock(self, app: str, *, holder: str) -> None:
-        current = self._read_lease(app)
-        if current is None or lease.holder(current) != holder:
-            return  # not ours (any more): leave it to whoever holds it
-        # Cleared, not deleted: a run this one took the lease from reads "released" and stops,
-        # where a missing lease would be taken again. 409: changed since read; not ours.
-        self._replace_lease(app, lease.released(current))
+        with self._leasing:
+            known = self._held.get(app)
+            self._forget(app)
+            # Cleared, not deleted: a run this one took the lease from reads "released" and
+            # stops, where a missing lease would be taken again. The lease as we last wrote it
+            # first (a compare-and-set: a 409 says it changed since), then as read now.
+            if known is not None and known.holder == holder and self._replace_lease(
+                    app, lease.released(known.lease)):
+                return
+            current = self._read_lease(app)
+            if current is None or lease.holder(current) != holder:
+                return  # not ours (any more): leave it to whoever holds it
+            self._replace_lease(app, lease.released(current))  # 409: changed since; not ours
 
     def read_lock(self, app: str) -> Lock | None:
         return Lock.of_lease(self._read_lease(app))
 
-    def _fence(self, app: str, holder: str) -> None:
+    def _fence(self, app: str, holder: str, *, within: float | None = None) -> None:
         """Every write first confirms this run still holds the lease (a lease alone does not
-        stop a holder that lost it without noticing)."""
-        current = self._read_lease(app)
-        if current is None:
-            if self._retake(app, holder=holder):
+        stop a holder that lost it without noticing): by a look younger than the lease's trust
+        window (a run that takes the lease waits that window out: see `kube.lease`), else by
+        renewing it, a compare-and-set that proves it ours as a read would and extends it."""
+        with self._leasing:
+            known = self._held.get(app)
+            if known is not None and known.trusted(holder, at=time.monotonic(), within=within):
                 return
-            current = self._read_lease(app)  # someone else created it first
-        owner = lease.holder(current) if current else None
-        if owner != holder:
-            raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
+            if known is not None and known.holder == holder and app in self._terms:
+                self._renew(app, holder=holder, ttl=self._terms[app])
+                return
+            current = self._read_lease(app)
+            if current is None:
+                if self._retake(app, holder=holder):
+                    return
+                current = self._read_lease(app)  # someone else created it first
+            owner = lease.holder(current) if current else None
+            if owner != holder:
+                self._forget(app)
+                raise Preempted(cluster=self.cluster.name, app=app, holder=owner)
+            self._remember(app, current, holder=holder)
+
+    def _remember(self, app: str, current: dict[str, Any] | None, *, holder: str,
+                  sent: float | None = None) -> None:
+        """Note the lease as ours, as of SENT (when the request that showed it was sent)."""
+        if current is None:
+            return
+        previous = self._held.get(app)
+        if previous is None or previous.holder != holder:
+            self._ledgers.pop(app, None)  # a new hold: what was known of the ledger is not
+        self._held[app] = lease.Held(current, holder, time.monotonic() if sent is None else sent)
+
+    def _forget(self, app: str) -> None:
+        self._held.pop(app, None)
+        self._ledgers.pop(app, None)
 
     def _read_lease(self, app: str) -> dict[str, Any] | None:
         name = lease.name(app)
@@ -677,27 +783,34 @@ class KubernetesDriver:
 
     def _create_lease(self, app: str, *, holder: str, ttl: float, now: datetime) -> bool:
         body = lease.new(app, namespace=self._namespace, holder=holder, ttl=ttl, now=now)
+        sent = time.monotonic()
         try:
-            self.api.request("POST", kinds.LEASE.path(self._namespace), body=body, expect=(409,),
-                             action=Action("create", "leases.coordination.k8s.io",
-                                           lease.name(app), self._namespace))
+            created = self.api.request(
+                "POST", kinds.LEASE.path(self._namespace), body=body, expect=(409,),
+                action=Action("create", "leases.coordination.k8s.io", lease.name(app),
+                              self._namespace))
         except ApiError:
             return False
+        self._remember(app, created, holder=holder, sent=sent)
         return True
 
-    def _replace_lease(self, app: str, body: dict[str, Any]) -> bool:
-        """A compare-and-set: False when the lease changed since it was read."""
+    def _replace_lease(self, app: str, body: dict[str, Any], *,
+                       holder: str | None = None) -> bool:
+        """A compare-and-set: False when the lease changed since it was read (or is gone).
+        A lease written with HOLDER as its holder is remembered as ours."""
         name = lease.name(app)
+        sent = time.monotonic()
         try:
-            self.api.request("PUT", kinds.LEASE.path(self._namespace, name), body=body,
-                             expect=(409, 404),
-                             action=Action("update", "leases.coordination.k8s.io", name,
-                                           self._namespace))
+            stored = self.api.request(
+                "PUT", kinds.LEASE.path(self._namespace, name), body=body, expect=(409, 404),
+                action=Action("update", "leases.coordination.k8s.io", name, self._namespace))
         except ApiError:
             return False
+        if holder is not None:
+            self._remember(app, stored, holder=holder, sent=sent)
         return True
 
-    def _held(self, app: str, current: dict[str, Any]) -> LockHeld:
+    def _held_by(self, app: str, current: dict[str, Any]) -> LockHeld:
         return LockHeld(cluster=self.cluster.name, app=app,
                         holder=lease.holder(current) or "unknown",
                         expires=lease.expires_text(current))
@@ -735,12 +848,16 @@ class _Rollout:
         self._revisions: dict[str, str | None] = {}  # ReplicaSet name -> its revision
 
     def wait(self, *, deadline: float, timeout: float,
-             look: Callable[[bool], None] = lambda final: None) -> None:
-        """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between."""
-        workload = self.api.request(
-            "GET", self.resource.path(self.namespace, self.name),
-            action=Action("get", self.resource.rbac_name, self.name, self.namespace))
+             look: Callable[[bool], None] = lambda final: None,
+             applied: dict[str, Any] | None = None) -> None:
+        """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between. APPLIED is
+        the workload as the apply just left it: its rollout is watched from there, not read
+        again, unless it looks settled already (a verdict is never given on an old copy)."""
         pods: dict[str, Any] = {}
+        workload = applied if applied is not None and not self._settled(applied) else \
+            self.api.request("GET", self.resource.path(self.namespace, self.name),
+                             action=Action("get", self.resource.rbac_name, self.name,
+                                           self.namespace))
         if self._judged(workload, pods):
             return
         events: queue.Queue[Event] = queue.Queue()
@@ -793,6 +910,10 @@ class _Rollout:
         if kind == "DELETED" or (kind == "SYNC" and not payload):
             raise RolloutFailed(f"{self.what} was deleted during its rollout")
         return dict(payload[0] if kind == "SYNC" else payload)
+
+    def _settled(self, workload: dict[str, Any]) -> bool:
+        verdict = workloads.judge(self.resource.kind, workload)
+        return verdict.done or verdict.failure is not None
 
     def _judged(self, workload: dict[str, Any], pods: Mapping[str, Any]) -> bool:
         """True once rolled out; RolloutFailed once it cannot be."""
@@ -935,6 +1056,7 @@ class _Api:
         self.sleep = sleep
         self.log = log.bind(cluster=cluster.name)
         self.calls: Counter[str] = Counter()  # "GET", "WATCH", ...: what a deploy costs
+        self.requests: Counter[str] = Counter()  # "get leases...", "watch pods": the same, by kind
         self._connection: _Connection | None = None
         self._lock = threading.Lock()
 
@@ -1009,7 +1131,7 @@ class _Api:
                 expect: tuple[int, ...] = ()) -> dict[str, Any]:
         """One call, its answer as a dict. Statuses in `expect` raise ApiError for the caller
         to handle; every other failure is a DriverError."""
-        self._count(method)
+        self._count(method, action)
         response = self._call(method, path, action=action, query=query, body=body,
                               content_type=content_type, accept=accept, expect=expect,
                               stream=False)
@@ -1019,13 +1141,14 @@ class _Api:
     def stream(self, path: str, *, query: Mapping[str, str], action: Action,
                expect: tuple[int, ...] = ()) -> urllib3.BaseHTTPResponse:
         """A watch: the open response, to be read as it arrives and closed by the caller."""
-        self._count("WATCH")
+        self._count("WATCH", action)
         return self._call("GET", path, action=action, query=query, body=None, content_type=JSON,
                           accept=JSON, expect=expect, stream=True)
 
-    def _count(self, kind: str) -> None:
+    def _count(self, method: str, action: Action) -> None:
         with self._lock:  # watches count from their own threads
-            self.calls[kind] += 1
+            self.calls[method] += 1
+            self.requests[f"{action.verb} {action.resource}"] += 1
 
     def _call(self, method: str, path: str, *, action: Action, query: Mapping[str, str] | None,
               body: Any, content_type: str, accept: str, expect: tuple[int, ...],
