@@ -6,7 +6,7 @@ run still holds the cluster's lock, raising `Preempted` if not: a lease alone do
 stale holder. `apply` fences each object it writes or prunes, not just the first, and stops
 before its next write once `cancel` is set (the run is stopping, or learned it lost a lock),
 raising `Stopped`; `wait_rollout` notices `cancel` within a second and, given `holder`, a
-lost lock within a renewal period, and confirms the lock once more when the rollout is done.
+lost lock within about a second, and confirms the lock once more when the rollout is done.
 A driver may let a recent confirmation stand for a fence if whoever takes the lock waits that
 long before writing (Kubernetes: `kube.lease.trust`, 3 s at a 30 s lease). Transient failures
 are retried inside the driver; what escapes is final: `DriverError` (exit 3) or
