@@ -37,7 +37,10 @@ from typing import Any, TypedDict
 from wavegate import filestore
 from wavegate.errors import SandboxError
 
-__all__ = ["Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "spawn", "up"]
+__all__ = [
+    "Cluster", "Sandbox", "SandboxError", "down", "find_binaries", "restart_apiserver", "spawn",
+    "up",
+]
 
 KUBE_VERSION = "v1.20.2"
 BINARIES = ("kube-apiserver", "kube-controller-manager")
@@ -191,6 +194,29 @@ def spawn(dir: Path, name: str, argv: list[str]) -> int:
     if not layout.state.exists():
         raise SandboxError(f"no sandbox runs in {layout.root}; start one with up")
     return _spawn(layout, _load_state(layout), name, argv)["pid"]
+
+
+def restart_apiserver(dir: Path, cluster: str) -> int:
+    """Start CLUSTER's API server again after it died (a fault test kills it); its PID, once ready.
+
+    Same arguments, so the same port and etcd prefix: the cluster comes back with its objects,
+    and its controller manager, node agent and clients reconnect to the address they know.
+    """
+    layout = _Layout(dir.resolve())
+    state = _load_state(layout)
+    name = f"{cluster}-kube-apiserver"
+    old = next((p for p in state["processes"] if p["name"] == name), None)
+    if old is None:
+        raise SandboxError(f"no API server of {cluster!r} in the sandbox in {layout.root}")
+    if _is_running(old):
+        raise SandboxError(f"the API server of {cluster} still runs (pid {old['pid']})")
+    state["processes"].remove(old)
+    process = _spawn(layout, state, name, old["argv"])
+    tokens = _read_tokens(layout.pki / "tokens.csv")
+    server = Cluster(cluster, state["clusters"][cluster]).server
+    probe = _probe(server, ca_file=layout.pki / "ca.crt", token=tokens.admin)
+    _wait_for_ok(probe, "/readyz", process=process, deadline=time.monotonic() + READY_TIMEOUT)
+    return process["pid"]
 
 
 def down(dir: Path) -> None:
