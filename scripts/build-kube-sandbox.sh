@@ -11,16 +11,26 @@
 # is not Debian 12, bookworm is added as an apt source pinned low (priority 100), so it only
 # supplies what exists nowhere else here (golang-1.19) and never replaces a package of the machine.
 #
+# One vendored Go package is replaced before the build (see patch_vendor): the tree as Debian
+# ships it crashes the API server on any custom resource write when built with Go 1.19.
+#
 # Exit codes: 0 binaries ready, 3 cannot build on this machine (not Debian, or not root).
 set -euo pipefail
 
-CACHE="${WAVEGATE_KUBE_CACHE:-$HOME/.cache/wavegate/kube-v1.20.2}"
+KUBE_VERSION="v1.20.2"
+# The cache's name changes with what the build makes (here and in CACHE_NAME of
+# src/wavegate/sandbox/controlplane.py), so a machine holding older binaries builds again.
+# -2: reflect2 1.0.2 vendored.
+CACHE="${WAVEGATE_KUBE_CACHE:-$HOME/.cache/wavegate/kube-$KUBE_VERSION-2}"
 BIN="$CACHE/bin"
 BINARIES=(kube-apiserver kube-controller-manager)
-KUBE_VERSION="v1.20.2"
 KUBE_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"  # Debian 12's kubernetes source
 GO_PACKAGE="golang-1.19-go"  # the Go Debian 12 built that source with
 GO_BIN="/usr/lib/go-1.19/bin"
+# Debian 12's source of github.com/modern-go/reflect2 1.0.2 (see patch_vendor), the version
+# named so that Debian 13 installs the very same files (from the bookworm entry if need be).
+REFLECT2_PACKAGE="golang-github-modern-go-reflect2-dev=1.0.2-2"
+REFLECT2_SOURCE="/usr/share/gocode/src/github.com/modern-go/reflect2"
 
 log() { echo "build-kube-sandbox: $*" >&2; }
 
@@ -90,7 +100,7 @@ install_build_deps() {
     add_bookworm_sources
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        "$GO_PACKAGE" etcd-server rsync jq dpkg-dev make >/dev/null
+        "$GO_PACKAGE" "$REFLECT2_PACKAGE" etcd-server rsync jq dpkg-dev make >/dev/null
 }
 
 fetch_source() {
@@ -98,6 +108,22 @@ fetch_source() {
     mkdir -p "$CACHE/src"
     (cd "$CACHE/src" && apt-get source -qq "kubernetes=$KUBE_SOURCE_VERSION" >/dev/null)
     find "$CACHE/src" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n1
+}
+
+# Kubernetes 1.20 vendors github.com/modern-go/reflect2 1.0.1 (under json-iterator), which
+# reaches the runtime's reflect.mapiterinit through go:linkname with its pre-Go-1.18 signature;
+# Go 1.18 made the caller pass the iterator in, so under Go 1.19 the runtime fills a garbage
+# pointer and the API server dies (SIGSEGV in runtime.mapiternext) the first time it encodes a
+# map that way: on every custom resource create (apiextensions' GetObjectMeta). reflect2 1.0.2
+# is upstream's fix, with the same API; Debian ships its source.
+patch_vendor() {
+    local vendored="$1/vendor/github.com/modern-go/reflect2"
+    if [[ ! -f "$REFLECT2_SOURCE/go_above_118.go" ]]; then
+        log "no reflect2 1.0.2 in $REFLECT2_SOURCE"; exit 1
+    fi
+    rm -rf "$vendored"
+    cp -r "$REFLECT2_SOURCE" "$vendored"
+    log "vendored reflect2 replaced by $REFLECT2_PACKAGE"
 }
 
 # Mirrors debian/rules: make from the tree with GOPATH=$tree/.go, its .go/src/k8s.io/kubernetes
@@ -131,6 +157,7 @@ main() {
     local start=$SECONDS tree
     install_build_deps
     tree="$(fetch_source)"
+    patch_vendor "$tree"
     log "building in $tree"
     build "$tree"
     install_binaries "$tree"

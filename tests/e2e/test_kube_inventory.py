@@ -6,9 +6,10 @@ release goes back to them; a field another manager owns is a conflict (exit 2) u
 --force-conflicts; a release that adds an Ingress, a NetworkPolicy, a ClusterRole and its
 binding, an HPA, a PDB, a CronJob, a CRD and its custom resource, rolled back, leaves none of
 them, while an object wavegate never applied stays; the plan shows a custom resource that comes
-with its CRD (a custom resource is never applied here: the sandbox's v1.20 build crashes on
-it); the ledger keeps its history limit and reads past a broken record; and a
-StatefulSet whose strategy holds old pods back fails its rollout instead of passing.
+with its CRD; the ledger keeps its history limit and reads past a broken record; a custom
+resource is applied once its CRD is Established, dry-run by the plan once the CRD is served,
+and removed by a rollback while its CRD stays; and a StatefulSet whose strategy holds old pods
+back fails its rollout instead of passing.
 
 The tests run in file order: each starts from the state the one before left.
 """
@@ -127,8 +128,7 @@ spec:
           restartPolicy: Never
           containers: [{name: report, image: "library-app:${version}"}]
 """
-# A custom resource of that CRD. Only planned here, never applied: the sandbox's v1.20 build
-# (reflect2 1.0.1 under Go 1.19) crashes the API server on any write of a custom resource.
+# A custom resource of that CRD.
 WIDGET = """\
 apiVersion: example.com/v1
 kind: Widget
@@ -166,6 +166,14 @@ class Solo:
                              "-f", str(self.fleet_file), "--report",
                              str(self.dir / f"report-{version}.json"), *extra)
 
+    def deploy_fails_its_checks(self, app: Path, version: str) -> None:
+        """Deploy a release whose checks fail once it is applied, so it is rolled back."""
+        bad = self.deploy(app, version)
+        assert bad.returncode == 1, bad.stderr
+        report = json.loads((self.dir / f"report-{version}.json").read_text())
+        assert report["clusters"][0]["state"] == "rolled-back"
+        assert "apply" not in report["clusters"][0]["detail"].split(";")[0]  # checks failed it
+
     def kubectl(self, *args: str, check: bool = True,
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["kubectl", "--kubeconfig", str(self.dir / "kubeconfig"),
@@ -175,6 +183,10 @@ class Solo:
     def exists(self, what: str) -> bool:
         found = self.kubectl("get", what, "--ignore-not-found", "-o", "name")
         return bool(found.stdout.strip())
+
+    def widgets(self) -> list[str]:
+        """The custom resources of widgets.example.com, as kubectl names them."""
+        return self.kubectl("get", "widgets.example.com", "-o", "name").stdout.split()
 
     def served_version(self) -> str:
         response = httpx.get(f"{self.cluster.endpoint}/version", timeout=5, trust_env=False)
@@ -272,16 +284,13 @@ def test_a_rolled_back_release_leaves_none_of_its_objects_behind(solo: Solo) -> 
     solo.kubectl("label", "configmap", "hand-made", f"{APP_LABEL}={APP}",
                  f"{MANAGED_BY}=wavegate")
 
-    bad = solo.deploy(solo.extended, "2.0.0")
-    assert bad.returncode == 1, bad.stderr
-    report = json.loads((solo.dir / "report-2.0.0.json").read_text())
-    assert report["clusters"][0]["state"] == "rolled-back"
-    assert "apply" not in report["clusters"][0]["detail"].split(";")[0]  # checks failed it
+    solo.deploy_fails_its_checks(solo.widget, "2.0.0")
     rolled_back = max(r["revision"] for r in solo.history() if r["version"] == "2.0.0")
     applied = {(ref["kind"], ref["name"]) for ref in
                solo.ledger_record(rolled_back)["inventory"]}
     assert {("CustomResourceDefinition", "widgets.example.com"), ("Ingress", "admin"),
-            ("ClusterRole", "library-app-widgets"), ("CronJob", "library-app-report")} <= applied
+            ("ClusterRole", "library-app-widgets"), ("CronJob", "library-app-report"),
+            ("Widget", "admin-widget")} <= applied
 
     left = [what for what in [*LEFT_BEHIND, *CLUSTER_SCOPED] if solo.exists(what)]
     assert left == []
@@ -324,6 +333,29 @@ def test_the_ledger_keeps_its_limit_and_reads_past_a_broken_record(solo: Solo) -
     again = solo.deploy(solo.plain, "1.1.0")
     assert again.returncode == 0, again.stderr
     assert solo.served_version() == "1.1.0"
+
+
+def test_a_custom_resource_follows_its_crd_and_a_rollback_removes_it(solo: Solo) -> None:
+    assert not solo.exists("customresourcedefinition/widgets.example.com")
+    first = solo.deploy(solo.widget, "1.2.0")  # the CRD, Established, then its Widget
+    assert first.returncode == 0, first.stderr
+    assert solo.widgets() == ["widget.example.com/admin-widget"]
+
+    without = solo.deploy(solo.extended, "1.3.0")  # the CRD stays, the Widget is pruned
+    assert without.returncode == 0, without.stderr
+    assert solo.widgets() == []
+
+    plan = solo.wavegate("plan", str(solo.widget), "--version", "2.0.0",
+                         "-f", str(solo.fleet_file))
+    assert plan.returncode == 0, plan.stderr
+    assert "+++ dry run Widget/admin-widget" in plan.stdout  # the server judged it
+    assert "+  size: 3" in plan.stdout
+    assert solo.widgets() == []  # a dry run wrote nothing
+
+    solo.deploy_fails_its_checks(solo.widget, "2.0.0")
+    assert solo.widgets() == []  # applied, then removed by the rollback
+    assert solo.exists("customresourcedefinition/widgets.example.com")
+    assert solo.served_version() == "1.3.0"
 
 
 STATEFUL = """\

@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 KUBE_VERSION = "v1.20.2"
+# The build's cache folder, named as scripts/build-kube-sandbox.sh names it: the suffix changes
+# with what the build makes (-2: a vendored reflect2 that lets custom resources be written), so
+# binaries an older build left are never taken for these.
+CACHE_NAME = f"kube-{KUBE_VERSION}-2"
 BINARIES = ("kube-apiserver", "kube-controller-manager")
 READY_TIMEOUT = 120.0  # seconds for all clusters; six come up in about 12 s on 2 cores
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -150,7 +154,7 @@ class _Tokens:
 
 def find_binaries() -> Path | None:
     """The bin folder scripts/build-kube-sandbox.sh fills, if it holds both binaries."""
-    default = Path.home() / ".cache" / "wavegate" / f"kube-{KUBE_VERSION}"
+    default = Path.home() / ".cache" / "wavegate" / CACHE_NAME
     bin_dir = Path(os.environ.get("WAVEGATE_KUBE_CACHE") or default) / "bin"
     return None if _missing_binaries(bin_dir) else bin_dir
 
