@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -61,10 +63,11 @@ def never_saw(kube: KubeFleet, version: str, clusters: list[str]) -> None:
         assert f"library-app:{version}" not in kube.replicaset_images(name), name
 
 
-def finish(kube: KubeFleet, cluster: str) -> None:
-    """What a human does once `cluster` answers again: an emergency rollback of it to 1.0.0."""
-    done = kube.wavegate("rollback", "library-app", "-c", cluster, "--to", "1.0.0", "--reason",
-                         "finish the job", "-f", str(kube.fleet_file))
+def finish(kube: KubeFleet, cluster: str, out: str) -> None:
+    """What a human does once `cluster` answers again: the command the deploy printed for it."""
+    printed = re.search(rf"finish with `(wavegate rollback library-app -c {cluster} [^`]*)`", out)
+    assert printed is not None, out
+    done = kube.wavegate(*shlex.split(printed.group(1))[1:])
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -93,7 +96,7 @@ def test_an_api_server_stopped_during_the_canarys_rollout_is_named_and_finished_
     assert kube.images() == expected(prod_0="library-app:4.1.0")
     never_saw(kube, "4.1.0", NAMES[1:])
 
-    finish(kube, "prod-0")
+    finish(kube, "prod-0", out)
     assert kube.images() == expected()
     unlocked(kube)
 
@@ -118,7 +121,7 @@ def test_an_api_server_stopped_during_a_bake_fails_safe_and_is_named(kube: KubeF
     assert kube.images() == expected(prod_3="library-app:4.2.0")
     never_saw(kube, "4.2.0", ["prod-1", "prod-5"])
 
-    finish(kube, "prod-3")
+    finish(kube, "prod-3", out)
     assert kube.images() == expected()
     unlocked(kube)
 

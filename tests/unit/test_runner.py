@@ -169,7 +169,10 @@ def test_unreachable_cluster_mid_wave_needs_a_human_and_the_others_roll_back(clu
     code, report = deploy_version(fleet, clusters, "1.1.0", run_id="run-2")
     assert code == EXIT_NEEDS_HUMAN
     assert report.clusters["prod-3"].state == "rollback-failed"
-    assert report.clusters["prod-3"].detail == "prod-3: connection refused"
+    assert report.clusters["prod-3"].detail == (
+        "prod-3: connection refused; finish with `wavegate rollback library-app -c prod-3 -f "
+        f"{fleet.path} --reason 'finish rollback run-2'`")
+    assert "finish with `wavegate rollback library-app -c prod-3" in report.message
     for name in ("prod-0", "prod-2", "prod-4"):
         assert clusters[name].applied == ["1.0.0", "1.1.0", "1.0.0"], name
         assert statuses(clusters[name])[1:] == [("1.1.0", "rolled-back"),

@@ -15,6 +15,7 @@ the run ends needing a human (exit 3).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,18 @@ class Verification:
     suite: Suite | None
     tokens: Mapping[str, str | None]
     unverified: str | None = None  # why not its own stored checks
+
+
+def finishing_command(fleet_file: Path, *, app: str, cluster: str, to: str | None,
+                      run_id: str) -> str:
+    """The command a human runs once `cluster` answers again. TO is the version it was being
+    taken to, once known: a rollback cut short leaves a newer revision of that version, and
+    without `--to` the next one would go back from there instead."""
+    argv = ["wavegate", "rollback", app, "-c", cluster, "-f", str(fleet_file)]
+    if to:
+        argv += ["--to", to]
+    argv += ["--reason", f"finish rollback {run_id}"]
+    return shlex.join(argv)
 
 
 def restore(

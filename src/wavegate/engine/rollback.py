@@ -13,7 +13,6 @@ webhook is skipped with a warning). It posts the same webhook events as a deploy
 from __future__ import annotations
 
 import queue
-import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -107,14 +106,9 @@ def run(fleet: Fleet, chosen: dict[str, Driver], asked: Request, *, clock: Clock
 
 
 def finishing_command(fleet: Fleet, asked: Request, cluster: str, *, to: str | None) -> str:
-    """The command a human runs once `cluster` answers again. TO is the version it was being
-    taken to, once known: a rollback cut short leaves a newer revision of that version, and
-    without `--to` the next one would go back from there instead."""
-    argv = ["wavegate", "rollback", asked.app, "-c", cluster, "-f", str(fleet.path)]
-    if to:
-        argv += ["--to", to]
-    argv += ["--reason", f"finish rollback {asked.run_id}"]
-    return shlex.join(argv)
+    """The command a human runs once `cluster` answers again (`restore.finishing_command`)."""
+    return restore.finishing_command(fleet.path, app=asked.app, cluster=cluster, to=to,
+                                     run_id=asked.run_id)
 
 
 def _finish_with(fleet: Fleet, asked: Request, report: RunReport, name: str) -> str:

@@ -412,19 +412,27 @@ class Runner:
         except Exception as error:  # unreachable ledger, or a bug: a human must look
             if not isinstance(error, WavegateError):
                 _log_bug("rollback.bug", error, run_id=self.run_id, cluster=name)
-            self._set_state(name, State.ROLLBACK_FAILED, str(error))
+            self._set_state(name, State.ROLLBACK_FAILED,
+                            f"{error}; {self._finish_with(name, to=None)}")
             return
         if result.ok and result.unverified:
             with self._guard:  # back, but not proved by its own checks: a human should look
                 self.seen = _replace(self.seen, unproven=self.seen.unproven | {name})
         own = self.seen.clusters[name].reason or "rolled back with its wave"
         self.report.update(name, detail=f"{own}; {result.detail}" if result.ok
-                           else f"{own}; rollback failed: {result.detail}",
+                           else f"{own}; rollback failed: {result.detail}; "
+                           f"{self._finish_with(name, to=result.version)}",
                            rollback_revision=result.revision)
         if result.ok and name in self.seen.unwound and name in self.records:
             # Not a failed release: `resume` reads `interrupted` as "deploy this one again".
             self._try_mark(name, status=Status.INTERRUPTED, reason="run interrupted before "
                            "verification; rolled back to the last-known-good")
+
+    def _finish_with(self, name: str, *, to: str | None) -> str:
+        """What a human runs to finish a rollback this run could not (its cluster unreachable,
+        or its target not rolling out)."""
+        return "finish with `" + restore.finishing_command(
+            self.fleet.path, app=self._app, cluster=name, to=to, run_id=self.run_id) + "`"
 
     def _unwind(self, names: tuple[str, ...], pool: ThreadPoolExecutor) -> None:
         """An interrupt: clusters not verified yet go back to their last-known-good, in
