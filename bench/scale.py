@@ -48,10 +48,10 @@ import simfleet  # noqa: E402
 import wavegate.drivers  # noqa: E402
 from wavegate.clock import SystemClock  # noqa: E402
 from wavegate.config import app as apps  # noqa: E402
-from wavegate.config import checks, credentials  # noqa: E402
+from wavegate.config import checks  # noqa: E402
 from wavegate.config.fleet import Cluster, Fleet, load  # noqa: E402
 from wavegate.decide.ledger import Record, Status  # noqa: E402
-from wavegate.engine import deploy, probes  # noqa: E402
+from wavegate.engine import credentials, deploy, probes  # noqa: E402
 from wavegate.engine import session as runs  # noqa: E402
 from wavegate.outputs import logs  # noqa: E402
 
