@@ -71,44 +71,62 @@ def keep(report: RunReport, inputs: Inputs, *,
 class _Keeper:
     """Writes a run's journal as it changes, coalescing changes when writes grow costly.
 
-    A change is written at once if the last write ended at least `cost * (1 / WRITE_SHARE -
-    1)` ago, else once that time has come, together with whatever changed meanwhile. What
-    must not wait is written at once: the end of the run, and a new access baseline (`resume`
-    needs it in the journal before its cluster changes). One write at a time, each of the
-    report as it is then, so an older state never lands after a newer one."""
+    One writer thread at a time (started when something changed, gone when all is written)
+    writes the report as it is then, so an older state never lands after a newer one, and
+    the run's workers never wait for a write. After a write it pauses `cost * (1 /
+    WRITE_SHARE - 1)`, taking in whatever changed meanwhile. What must not wait, the end of
+    the run and a new access baseline (`resume` needs it before its cluster changes), cuts
+    the pause short, and its caller returns once a write holds it: a hundred baselines taken
+    together wait for one write, not a hundred."""
 
     def __init__(self, report: RunReport, clock: Callable[[], float]) -> None:
         self._report, self._clock = report, clock
-        self._writing = threading.Lock()
-        self._state = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._next_at = 0.0
+        self._state = threading.Condition()
+        self._changes = self._written = self._urgent = 0  # counts of changes
         self._baselines = len(report.baselines)
+        self._next_at = 0.0
+        self._writer: threading.Thread | None = None
+        self._failure: OSError | None = None
 
     def changed(self, report: RunReport) -> None:
         with self._state:
-            urgent = report.finished_at is not None or len(report.baselines) != self._baselines
-            wait = self._next_at - self._clock()
-            if not urgent and wait > 0:
-                if self._timer is None:
-                    self._timer = threading.Timer(wait, self._write)
-                    self._timer.daemon = True
-                    self._timer.start()
+            self._changes += 1
+            urgent = report.finished_at is not None or len(report.baselines) > self._baselines
+            self._baselines = len(report.baselines)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_while_changed,
+                                                name="journal", daemon=True)
+                self._writer.start()
+            if not urgent:
                 return
-        self._write()
+            self._urgent = wanted = self._changes
+            self._state.notify_all()
+            while self._written < wanted:
+                self._state.wait()
+            if self._failure is not None:
+                raise self._failure
 
-    def _write(self) -> None:
-        with self._writing:
+    def _write_while_changed(self) -> None:
+        while True:
             with self._state:
-                if self._timer is not None:
-                    self._timer.cancel()  # this write takes in what it was waiting for
-                    self._timer = None
-                self._baselines = len(self._report.baselines)
+                if self._written == self._changes:
+                    self._writer = None
+                    return
+                pause = self._next_at - self._clock()
+                if pause > 0 and self._urgent <= self._written:
+                    self._state.wait(pause)  # an urgent change cuts it short
+                covers = self._changes
             started = self._clock()
-            self._report.write(path(self._report.run_id))
+            failure = None
+            try:
+                self._report.write(path(self._report.run_id))
+            except OSError as error:  # the next write tries again; an urgent caller is told
+                failure = error
             ended = self._clock()
             with self._state:
+                self._written, self._failure = covers, failure
                 self._next_at = ended + (ended - started) * (1 / WRITE_SHARE - 1)
+                self._state.notify_all()
 
 
 def path(run_id: str) -> Path:
