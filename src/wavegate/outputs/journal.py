@@ -1,7 +1,7 @@
 """The local journal of a run: what `resume`, `promote` and `abort` need to pick it up.
 
 It sits beside the report in `.wavegate/runs/<run_id>.json` and is rewritten as the run
-goes, so even a SIGKILL leaves it. A write costs time that grows with the fleet (about 2 s of
+goes, so even a SIGKILL leaves it. A write costs time that grows with the fleet (about 1 s of
 CPU for 1,000 clusters), so changes are coalesced (`_Keeper`): the journal spends at most
 `WRITE_SHARE` of the run's time writing, which for a small fleet is every change. It holds
 inputs (fleet, app, version, overrides) and where the run paused, never secrets: a `--set-env`
@@ -29,7 +29,7 @@ from wavegate.outputs.report import RUNS_DIR, RunReport
 
 UNFINISHED = (None, "paused", "interrupted")
 SAME_START = 0.05  # seconds: psutil derives start times from boot time and clock ticks
-WRITE_SHARE = 0.2  # of a run's time its journal may spend writing, however large the fleet
+WRITE_SHARE = 0.05  # of a run's time its journal may spend writing, however large the fleet
 
 
 @dataclass(frozen=True)
