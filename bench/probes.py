@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from scale import TOKENS, library_apps  # noqa: E402
 
-from wavegate.config import checks, credentials  # noqa: E402
-from wavegate.engine import probes  # noqa: E402
+from wavegate.config import checks  # noqa: E402
+from wavegate.engine import credentials, probes  # noqa: E402
 from wavegate.outputs import logs  # noqa: E402
 
 

@@ -6,7 +6,8 @@ simulated clusters (bench/simfleet.py states their latency model).
 
 What is measured, for a deploy of 1.1.0 over a verified 1.0.0 in five waves (bake 0, watch 0):
     prepare_s        loading the fleet and app, rendering and checking every cluster's release
-    run_s            `deploy.run`: connect, lock, every wave, release the locks
+    run_s            `deploy.run`: connect, lock, every wave, release the locks, keeping the
+                     run's journal as `wavegate deploy` does
     critical_path_s  the waits a perfect orchestrator must make: one API round trip each to
                      connect, lock and unlock (in parallel), then per batch of max_parallel
                      clusters the ledger read, record write, apply, rollout and one check
@@ -48,12 +49,12 @@ import simfleet  # noqa: E402
 import wavegate.drivers  # noqa: E402
 from wavegate.clock import SystemClock  # noqa: E402
 from wavegate.config import app as apps  # noqa: E402
-from wavegate.config import checks, credentials  # noqa: E402
+from wavegate.config import checks  # noqa: E402
 from wavegate.config.fleet import Cluster, Fleet, load  # noqa: E402
 from wavegate.decide.ledger import Record, Status  # noqa: E402
-from wavegate.engine import deploy, probes  # noqa: E402
+from wavegate.engine import credentials, deploy, probes  # noqa: E402
 from wavegate.engine import session as runs  # noqa: E402
-from wavegate.outputs import logs  # noqa: E402
+from wavegate.outputs import journal, logs  # noqa: E402
 
 OLD, NEW = "1.0.0", "1.1.0"
 REGIONS = ("westeurope", "eastus", "australiaeast", "canadacentral")
@@ -182,10 +183,14 @@ def measure(clusters: int, *, waves: int, max_parallel: int, model: simfleet.Mod
         round_s = check_round(fleet, app, servers[NEW])
         round_cpu = time.process_time() - round_cpu
         report = deploy.new_report(fleet, app, NEW, runs.new_run_id())
+        os.chdir(folder)  # the journal goes to ./.wavegate/runs, as for a deploy run here
         started = time.monotonic()
+        journal.keep(report, journal.Inputs.of(fleet, app, NEW, overrides={},
+                                               auto_approve=True, ignore_windows=None))
         code = deploy.run(fleet, prepared, run_id=report.run_id, by="bench",
                           clock=SystemClock(), report=report)
         run_s = time.monotonic() - started
+        os.chdir(REPO)
         cpu_s = time.process_time() - cpu - round_cpu
     path_s = critical_path(fleet, model, round_s)
     return {"clusters": clusters, "prepare_s": round(prepare_s, 3), "run_s": round(run_s, 3),

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from wavegate.config.app import Release
 from wavegate.config.fleet import Cluster
 from wavegate.decide.ledger import Record
-from wavegate.drivers.base import Conflict, Lock
-from wavegate.errors import LockHeld, Preempted
+from wavegate.drivers.base import Lock
+from wavegate.errors import Conflict, LockHeld, Preempted
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,15 @@ def register(secret: str) -> None:
 
 
 def scrub(text: str) -> str:
+    return _scrubbed(text, _known())
+
+
+def _known() -> list[str]:
     with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
+        return sorted(_secrets, key=len, reverse=True)  # a secret inside a longer one: last
+
+
+def _scrubbed(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
@@ -34,13 +41,19 @@ def scrub(text: str) -> str:
 
 
 def scrub_data(value: Any) -> Any:
-    """`scrub` through nested dicts, lists and strings (reports, ledger metadata)."""
+    """`scrub` through nested dicts, lists and strings (reports, ledger metadata); the
+    secrets are looked up once for the whole value (a large run's report has 100,000s of
+    strings)."""
+    return _scrub_all(value, _known())
+
+
+def _scrub_all(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return _scrubbed(value, secrets)
     if isinstance(value, dict):
-        return {key: scrub_data(item) for key, item in value.items()}
+        return {key: _scrub_all(item, secrets) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub_data(item) for item in value]
+        return [_scrub_all(item, secrets) for item in value]
     return value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,60 @@ def test_a_live_run_is_its_pid_and_its_start_time_not_a_reused_pid():
     finally:
         child.communicate(b"")
     assert not journal.alive(child.pid, started)  # ended
+
+
+class CostlyWrites:
+    """Journal writes that each take `cost` seconds of a fake clock (as a large fleet's do),
+    counted, with an event set once the journal on disk shows `awaited`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cost: float) -> None:
+        self.now, self.cost, self.writes = 0.0, cost, 0
+        self.awaited: str | None = None
+        self.seen = threading.Event()
+        real = RunReport.write
+
+        def write(report: RunReport, where: Path) -> None:
+            real(report, where)
+            self.now += self.cost
+            self.writes += 1
+            if self.awaited and report.clusters["prod-0"].detail == self.awaited:
+                self.seen.set()
+
+        monkeypatch.setattr(RunReport, "write", write)
+
+    def clock(self) -> float:
+        return self.now
+
+
+def kept_run(writes: CostlyWrites) -> RunReport:
+    report = RunReport(run_id="run-big", app="library-app", version="1.1.0", command="deploy")
+    report.add_cluster("prod-0", "canary", to_version="1.1.0")
+    journal.keep(report, inputs(), clock=writes.clock)
+    return report
+
+
+def on_disk() -> dict[str, object]:
+    data: dict[str, object] = json.loads(journal.path("run-big").read_text())
+    return data
+
+
+def test_a_burst_of_changes_is_written_together_not_once_per_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = CostlyWrites(monkeypatch, cost=0.05)
+    report = kept_run(writes)
+    writes.awaited = "change 49"
+    for index in range(50):
+        report.update("prod-0", detail=f"change {index}")
+    assert writes.seen.wait(timeout=30), "the last change never reached the journal"
+    assert writes.writes <= 3  # the start, then the burst in one or two writes, not fifty
+
+
+def test_what_must_not_wait_is_in_the_journal_when_the_call_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = CostlyWrites(monkeypatch, cost=3600.0)  # the next coalesced write is hours away
+    report = kept_run(writes)
+    report.update("prod-0", state="applying")
+    report.keep_baseline("prod-0", {"version": "1.0.0"})
+    assert on_disk()["baselines"] == {"prod-0": {"version": "1.0.0"}}
+    report.finish(outcome="succeeded", exit_code=0)
+    assert on_disk()["outcome"] == "succeeded"

@@ -1,24 +1,28 @@
 """What keeps wavegate fast at fleet scale, each as a user would notice it breaking: templates
 read once for a whole fleet, the fast YAML path giving the same answers and the same errors as
-the careful one, keep-alive connections per cluster, and ledger writes that do not re-list."""
+the careful one, keep-alive connections per cluster (never shared between clusters, closed
+once a wave is verified), and ledger writes that do not re-list."""
 
 from __future__ import annotations
 
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from library_app.server import make_server
-from tests.fakes import FakeCluster, FakeDriver
+from tests.fakes import FakeClock, FakeCluster, FakeDriver
 from wavegate.config import app as apps
 from wavegate.config import checks, templates, yamlsource
-from wavegate.config.fleet import Cluster
+from wavegate.config.fleet import Cluster, Fleet, Policy, Wave
 from wavegate.decide.ledger import Record, Status
-from wavegate.engine import ledger_writes, probes
-from wavegate.errors import InputError
+from wavegate.engine import credentials, deploy, ledger_writes, probes
+from wavegate.engine.runner import Target
+from wavegate.errors import EXIT_OK, InputError
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "manifests" / "library-app"
@@ -125,7 +129,7 @@ def test_a_run_reuses_its_connections_to_a_cluster_round_after_round() -> None:
         suite = version_suite(30)
         for _ in range(3):
             result = probes.run_round(server.url, suite, {}, deadline=5.0,
-                                      client=clients.get(server.url))
+                                      client=clients.get("c0", server.url))
             assert result.count(probes.Outcome.PASS) == 30
     finally:
         clients.close()
@@ -179,3 +183,100 @@ def test_a_status_change_over_a_stale_record_rereads_and_never_overwrites_blindl
     assert driver.listings == 1
     assert marked.reason == newer.reason == "changed by someone else"
     assert marked.status is Status.FAILED
+
+
+class MeetingServer:
+    """An endpoint that answers only once `parties` requests are in flight at the same time."""
+
+    def __init__(self, parties: int) -> None:
+        meeting = threading.Barrier(parties, timeout=5.0)  # broken (500) if they never meet
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                try:
+                    meeting.wait()
+                    status = 200
+                except threading.BrokenBarrierError:
+                    status = 500
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_clusters_behind_one_endpoint_are_not_queued_behind_each_others_connections() -> None:
+    # Two clusters' rounds, each PARALLEL_PROBES probes at once: all of them are in flight
+    # together only if each cluster has its own connections.
+    server = MeetingServer(2 * probes.PARALLEL_PROBES)
+    clients = probes.Clients()
+    suite = version_suite(probes.PARALLEL_PROBES)
+    rounds: dict[str, probes.Round] = {}
+
+    def round_for(name: str) -> None:
+        rounds[name] = probes.run_round(server.url, suite, {}, deadline=8.0,
+                                        client=clients.get(name, server.url))
+    try:
+        senders = [threading.Thread(target=round_for, args=(name,)) for name in ("a", "b")]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+    finally:
+        clients.close()
+        server.close()
+    assert [rounds[name].outcome for name in ("a", "b")] == [probes.Outcome.PASS] * 2
+
+
+def connections_to(url: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_a_verified_wave_keeps_no_connection_open_while_the_next_one_rolls_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thousand clusters each holding their probe connections would hold thousands of sockets.
+    tokens = {"LIBRARY_TOKEN_ALICE": "alice-secret-token-1",
+              "LIBRARY_TOKEN_BOB": "bob-secret-token-2",
+              "LIBRARY_TOKEN_CAROL": "carol-secret-token-3"}
+    for variable, value in tokens.items():
+        monkeypatch.setenv(variable, value)
+    names = ("first", "second")
+    states = {name: FakeCluster(name, env=dict(tokens)) for name in names}
+    seen: list[int] = []
+    states["second"].faults["apply"] = lambda _: seen.append(
+        connections_to(FakeDriver(cluster("first"), states["first"]).endpoint()))
+    fleet = Fleet(name="scale", path=Path("fleet.yaml"),
+                  clusters=tuple(cluster(name) for name in names),
+                  waves=tuple(Wave(name, (name,), 1, 0.0) for name in names),
+                  policy=Policy(check_timeout=2.0, watch=0.0))
+    app = apps.App.from_folder(APP)
+    targets = {}
+    for name in names:
+        release = app.render(cluster(name), "1.0.0")
+        suite = checks.load(release.checks, APP / apps.CHECKS_FILE)
+        targets[name] = Target(FakeDriver(cluster(name), states[name]), release, suite,
+                               credentials.resolve(suite))
+    report = deploy.new_report(fleet, app, "1.0.0", "run-1")
+    try:
+        code = deploy.run(fleet, deploy.Prepared(targets), run_id="run-1", by="tester",
+                          clock=FakeClock(), report=report)
+    finally:
+        for state in states.values():
+            state.stop()
+    assert code == EXIT_OK
+    assert seen == [0]

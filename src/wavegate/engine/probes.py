@@ -7,11 +7,17 @@ Authorization header and nowhere else. It returns a `Round` and knows nothing of
 whether a round fails a cluster, and when the next one is due, is `rollout`'s to say.
 A run keeps one HTTP client per cluster (`Clients`), so
 its rounds reuse the connections (keep-alive) the previous ones opened; a round sends at most
-`PARALLEL_PROBES` probes at a time to its cluster.
+`PARALLEL_PROBES` probes at a time to its cluster. Clients are per cluster even where clusters
+share an endpoint (behind one front door, or one server in a benchmark): one pool shared by a
+whole wave queues every cluster's probes behind a few connections, and its connection pool
+scans its queue on every request (quadratic in the probes waiting). Every client shares one
+TLS context: building one reads the CA bundle again, tens of milliseconds of CPU per cluster.
 """
 
 from __future__ import annotations
 
+import functools
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -69,22 +75,34 @@ class Round:
 
 
 class Clients:
-    """One keep-alive HTTP client per endpoint, for as long as a run lasts; `close` ends them."""
+    """One keep-alive HTTP client per cluster, for as long as a run lasts (a cluster whose
+    endpoint moved gets a new one); `drop` ends one cluster's, `close` ends them all."""
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._transport = transport
-        self._clients: dict[str, httpx.Client] = {}
+        self._clients: dict[str, tuple[str, httpx.Client]] = {}  # cluster -> (endpoint, client)
         self._guard = threading.Lock()
 
-    def get(self, endpoint: str) -> httpx.Client:
+    def get(self, cluster: str, endpoint: str) -> httpx.Client:
         with self._guard:
-            if endpoint not in self._clients:
-                self._clients[endpoint] = new_client(endpoint, self._transport)
-            return self._clients[endpoint]
+            known, client = self._clients.get(cluster, (None, None))
+            if client is not None and known == endpoint:
+                return client
+            self._clients[cluster] = (endpoint, new_client(endpoint, self._transport))
+        if client is not None:
+            client.close()  # the cluster's endpoint moved: its old connections lead nowhere
+        return self._clients[cluster][1]
+
+    def drop(self, cluster: str) -> None:
+        """Close a cluster's connections (no round is due there for a while)."""
+        with self._guard:
+            _, client = self._clients.pop(cluster, (None, None))
+        if client is not None:
+            client.close()
 
     def close(self) -> None:
         with self._guard:
-            clients, self._clients = list(self._clients.values()), {}
+            clients, self._clients = [c for _, c in self._clients.values()], {}
         for client in clients:
             client.close()
 
@@ -94,7 +112,13 @@ def new_client(endpoint: str, transport: httpx.BaseTransport | None = None) -> h
     limits = httpx.Limits(max_connections=PARALLEL_PROBES,
                           max_keepalive_connections=PARALLEL_PROBES)
     return httpx.Client(base_url=endpoint, timeout=REQUEST_TIMEOUT, transport=transport,
-                        follow_redirects=False, limits=limits)
+                        follow_redirects=False, limits=limits, verify=_tls_context())
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verification (its CA bundle), built once for every client."""
+    return httpx.create_ssl_context()
 
 
 def run_round(

@@ -189,6 +189,7 @@ class Runner:
                 running[pool.submit(self._guarded, name, self._check)] = name
         if decision.wave_verified is not None:
             self._wave_verified(decision.wave_verified, pool)
+            self._close_connections(decision.wave_verified, busy=set(running.values()))
         if decision.start_watch:
             log.info("watch.started", run_id=self.run_id, seconds=self.fleet.policy.watch)
             until = self.options.wall() + timedelta(seconds=self.fleet.policy.watch)
@@ -296,9 +297,11 @@ class Runner:
         elif live is None:
             taken = drift.nothing_live(drifts, self._salt)
         else:
-            taken = baselines.take(target.driver.endpoint(), drifts, target.tokens,
+            endpoint = target.driver.endpoint()
+            taken = baselines.take(endpoint, drifts, target.tokens,
                                    version=live.version, salt=self._salt,
-                                   deadline=self.fleet.policy.check_timeout)
+                                   deadline=self.fleet.policy.check_timeout,
+                                   client=self._clients.get(name, endpoint))
         self.baselines[name] = taken
         self.report.keep_baseline(name, taken.to_json())
 
@@ -324,7 +327,7 @@ class Runner:
             result = probes.run_round(endpoint, target.suite, target.tokens,
                                       deadline=self.fleet.policy.check_timeout,
                                       baseline=self.baselines.get(name),
-                                      client=self._clients.get(endpoint))
+                                      client=self._clients.get(name, endpoint))
         except Exception:
             if self._cancel.is_set():
                 return  # left behind by a run that ended: its client was closed under it
@@ -359,6 +362,14 @@ class Runner:
         log.info("wave.verified", run_id=self.run_id, wave=wave_name)
         self.notifier.send("wave.verified", f"wave {wave_name} verified "
                            f"({', '.join(wave.clusters)})", wave=wave_name)
+
+    def _close_connections(self, wave_name: str, *, busy: set[str]) -> None:
+        """A verified wave sends no round until the watch (which opens new ones): its open
+        connections would only hold sockets, up to `PARALLEL_PROBES` per cluster of the fleet."""
+        wave = next(w for w in self.fleet.waves if w.name == wave_name)
+        for name in wave.clusters:
+            if name not in busy:  # a round still out keeps its client; the run's end closes it
+                self._clients.drop(name)
 
     # --- failure -----------------------------------------------------------------------------
 

@@ -37,18 +37,32 @@ def table(report: RunReport) -> Table:
 
 
 class LiveTable:
-    """Re-renders the table whenever the report changes; a context manager around the run."""
+    """The table, shown while the run changes the report; a context manager around the run.
+
+    It is built again at most `REFRESH` times a second, and only if the report changed: a
+    large fleet changes many times a second, and each build walks every cluster."""
+
+    REFRESH = 8  # per second
 
     def __init__(self, report: RunReport, console: Console | None = None) -> None:
         self.report = report
-        self._live = Live(table(report), console=console or Console(), refresh_per_second=8,
-                          transient=False)
         self._lock = threading.Lock()
+        self._table, self._stale = table(report), False
+        self.built = 1
+        self._live = Live(get_renderable=self._current, console=console or Console(),
+                          refresh_per_second=self.REFRESH, transient=False)
         report.listen(self._changed)
 
     def _changed(self, report: RunReport) -> None:
         with self._lock:
-            self._live.update(table(report))
+            self._stale = True
+
+    def _current(self) -> Table:
+        with self._lock:
+            if self._stale:
+                self._table, self._stale = table(self.report), False
+                self.built += 1
+            return self._table
 
     def __enter__(self) -> LiveTable:
         self._live.__enter__()
@@ -56,7 +70,7 @@ class LiveTable:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._live.update(table(self.report))
+        self._changed(self.report)  # the last refresh shows how the run ended
         self._live.__exit__(kind, error, trace)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ class RunReport:
                 "command": self.command, "outcome": self.outcome, "exit_code": self.exit_code,
                 "message": self.message, "started_at": self.started_at,
                 "finished_at": self.finished_at, "fleet": self.fleet, "by": self.by,
-                "clusters": [asdict(entry) for entry in self.clusters.values()],
+                "clusters": [_entry_json(entry) for entry in self.clusters.values()],
             }
             if self.inputs is not None:
                 data["inputs"] = dict(self.inputs)
@@ -111,6 +111,15 @@ class RunReport:
 
 
 MAX_PROBLEMS = 20  # failing probes kept per round: the evidence, not a second copy of the run
+
+
+def _entry_json(entry: ClusterEntry) -> dict[str, Any]:
+    """An entry's fields, its lists copied (taken under the report's lock; `scrub_data` then
+    copies what is inside them). `asdict` deep-copied every check of every cluster on every
+    journal write: 80% of the write at 1,000 clusters. The dicts inside are never changed once
+    stored (an update replaces a list, a stamp appends a new dict), so a shallow copy is enough."""
+    return {item.name: list(value) if isinstance(value := getattr(entry, item.name), list)
+            else value for item in fields(entry)}
 
 
 def _stamp(entry: ClusterEntry, fields: dict[str, Any], at: str) -> None:
