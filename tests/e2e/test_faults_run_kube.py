@@ -24,6 +24,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,19 @@ def finish(kube: KubeFleet, cluster: str, out: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def ended_while_stopped(deploy: subprocess.Popen[str], pid: int, tmp_path: Path) -> str:
+    """Stop the API server PID until DEPLOY has ended (it must end on its own, not hang);
+    its output, once it exited 3."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        out, err = deploy.communicate(timeout=400)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    (tmp_path / "deploy.out").write_text(out + err)
+    assert deploy.returncode == 3, err[-3000:]
+    return out
+
+
 def unlocked(kube: KubeFleet) -> None:
     rows = kube.status()
     assert all(row["lock"] is None for row in rows.values()), rows
@@ -84,13 +98,7 @@ def test_an_api_server_stopped_during_the_canarys_rollout_is_named_and_finished_
     pid = kube.api_server_pid("prod-0")
     deploy = kube.start_deploy("4.1.0", variant(kube), *never_ready(tmp_path / "ready"))
     kube.reaches("prod-0", "rolling-out")  # held there: its new pods never get ready
-    os.kill(pid, signal.SIGSTOP)
-    try:  # SIGCONT only once the run has ended: it must end on its own, not hang
-        out, err = deploy.communicate(timeout=400)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    (tmp_path / "deploy.out").write_text(out + err)
-    assert deploy.returncode == 3, err[-3000:]
+    out = ended_while_stopped(deploy, pid, tmp_path)
     assert "needs-human: prod-0: " in out and "API server unreachable" in out, out
     # prod-0 keeps what was applied before it stopped answering; no other cluster was touched.
     assert kube.images() == expected(prod_0="library-app:4.1.0")
@@ -108,13 +116,7 @@ def test_an_api_server_stopped_during_a_bake_fails_safe_and_is_named(kube: KubeF
     with kube.edited(bake={"regions": "5s"}):
         deploy = kube.start_deploy("4.2.0")
         kube.reaches("prod-3", "baking")  # the canary verified; the regions wave bakes
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            out, err = deploy.communicate(timeout=400)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-    (tmp_path / "deploy.out").write_text(out + err)
-    assert deploy.returncode == 3, err[-3000:]
+        out = ended_while_stopped(deploy, pid, tmp_path)
     assert "needs-human: " in out and "prod-3: " in out, out
     assert "prod-0: rolled back with its wave; back on 1.0.0" in out, out
     # Every cluster the run changed and can reach is back on 1.0.0; the last wave never began.

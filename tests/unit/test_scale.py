@@ -95,7 +95,24 @@ def test_a_checks_error_names_its_line_and_field() -> None:
     assert caught.value.line == 4 and "status" in str(caught.value)
 
 
-class CountingServer:
+class Served:
+    """An HTTP server on a loopback port, served on a thread of its own until `close`."""
+
+    server: Any
+    url: str
+
+    def serve(self, server: Any) -> None:
+        self.server = server
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        host, port = server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CountingServer(Served):
     """The real Library App, counting the TCP connections it accepts."""
 
     def __init__(self) -> None:
@@ -108,13 +125,7 @@ class CountingServer:
             return accept()
 
         self.server.get_request = counted  # type: ignore[method-assign]
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        host, port = self.server.server_address[:2]
-        self.url = f"http://{host!s}:{port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(self.server)
 
 
 def version_suite(count: int) -> checks.Suite:
@@ -185,7 +196,7 @@ def test_a_status_change_over_a_stale_record_rereads_and_never_overwrites_blindl
     assert marked.status is Status.FAILED
 
 
-class MeetingServer:
+class MeetingServer(Served):
     """An endpoint that answers only once `parties` requests are in flight at the same time."""
 
     def __init__(self, parties: int) -> None:
@@ -209,13 +220,7 @@ class MeetingServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        host, port = self.server.server_address[:2]
-        self.url = f"http://{host!s}:{port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(self.server)
 
 
 def test_clusters_behind_one_endpoint_are_not_queued_behind_each_others_connections() -> None:
