@@ -36,14 +36,6 @@ def setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     CountingDriver.connects = 0
 
 
-@pytest.fixture
-def clusters() -> dict[str, FakeCluster]:
-    states = {name: FakeCluster(name, env=dict(TOKENS)) for name in NAMES}
-    yield states
-    for state in states.values():
-        state.stop()
-
-
 def start(fleet: Fleet, states: dict[str, FakeCluster], version: str, **how: object
           ) -> deploy.Start:
     app = App.from_folder(APP)

@@ -46,14 +46,6 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(variable, value)
 
 
-@pytest.fixture
-def clusters() -> dict[str, FakeCluster]:
-    states = {name: FakeCluster(name, env=dict(TOKENS)) for name in NAMES}
-    yield states
-    for state in states.values():
-        state.stop()
-
-
 def make_fleet(**policy: object) -> Fleet:
     clusters = tuple(Cluster(name=n, region="r", driver="local", namespace="library",
                              values={"replicas": 3})

@@ -64,14 +64,6 @@ def fleet_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def clusters() -> dict[str, FakeCluster]:
-    states = {name: FakeCluster(name, env=dict(TOKENS)) for name in NAMES}
-    yield states
-    for state in states.values():
-        state.stop()
-
-
 class ForceRecordingDriver(FakeDriver):
     """A fake cluster that remembers whether each apply was told to take others' fields."""
 
