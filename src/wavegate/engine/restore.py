@@ -57,16 +57,16 @@ class Verification:
     unverified: str | None = None  # why not its own stored checks
 
 
-def finishing_command(fleet_file: Path, *, app: str, cluster: str, to: str | None,
-                      run_id: str) -> str:
-    """The command a human runs once `cluster` answers again. TO is the version it was being
-    taken to, once known: a rollback cut short leaves a newer revision of that version, and
-    without `--to` the next one would go back from there instead."""
+def finish_with(fleet_file: Path, *, app: str, cluster: str, to: str | None,
+                run_id: str) -> str:
+    """The command a human runs once `cluster` answers again, as a rollback prints it. TO is
+    the version it was being taken to, once known: a rollback cut short leaves a newer
+    revision of that version, and without `--to` the next one would go back from there."""
     argv = ["wavegate", "rollback", app, "-c", cluster, "-f", str(fleet_file)]
     if to:
         argv += ["--to", to]
     argv += ["--reason", f"finish rollback {run_id}"]
-    return shlex.join(argv)
+    return f"finish with `{shlex.join(argv)}`"
 
 
 def restore(

@@ -105,15 +105,10 @@ def run(fleet: Fleet, chosen: dict[str, Driver], asked: Request, *, clock: Clock
     return code
 
 
-def finishing_command(fleet: Fleet, asked: Request, cluster: str, *, to: str | None) -> str:
-    """The command a human runs once `cluster` answers again (`restore.finishing_command`)."""
-    return restore.finishing_command(fleet.path, app=asked.app, cluster=cluster, to=to,
-                                     run_id=asked.run_id)
-
-
 def _finish_with(fleet: Fleet, asked: Request, report: RunReport, name: str) -> str:
     to = report.clusters[name].to_version  # the target, once the cluster's ledger was read
-    return f"finish with `{finishing_command(fleet, asked, name, to=to)}`"
+    return restore.finish_with(fleet.path, app=asked.app, cluster=name, to=to,
+                               run_id=asked.run_id)
 
 
 def left_behind(report: RunReport) -> list[str]:

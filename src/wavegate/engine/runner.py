@@ -442,8 +442,8 @@ class Runner:
     def _finish_with(self, name: str, *, to: str | None) -> str:
         """What a human runs to finish a rollback this run could not (its cluster unreachable,
         or its target not rolling out)."""
-        return "finish with `" + restore.finishing_command(
-            self.fleet.path, app=self._app, cluster=name, to=to, run_id=self.run_id) + "`"
+        return restore.finish_with(self.fleet.path, app=self._app, cluster=name, to=to,
+                                   run_id=self.run_id)
 
     def _unwind(self, names: tuple[str, ...], pool: ThreadPoolExecutor) -> None:
         """An interrupt: clusters not verified yet go back to their last-known-good, in
