@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,6 +68,17 @@ def eventually(find: Callable[[], T | None], *, timeout: float = 30, every: floa
         assert time.monotonic() < deadline, f"timed out after {timeout}s"
         time.sleep(every)
     return found
+
+
+def printed_command(output: str, cluster: str, *, on_line: str = "") -> list[str]:
+    """The `wavegate rollback APP -c CLUSTER ...` command OUTPUT printed to finish the job, as
+    argv, as a human would copy it; ON_LINE is how the line it is printed on must start."""
+    pattern = re.compile(rf"finish with `(wavegate rollback \S+ -c {re.escape(cluster)} [^`]*)`")
+    for line in output.splitlines():
+        found = pattern.search(line)
+        if found is not None and line.startswith(on_line):
+            return shlex.split(found.group(1))
+    raise AssertionError(f"no command to finish {cluster} in: {output[-3000:]}")
 
 
 def run_reaches(runs: Path, cluster: str, state: str, *, timeout: float = 120) -> None:

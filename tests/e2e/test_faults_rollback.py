@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from tests.e2e.conftest import NAMES, TOKENS, KubeFleet
+from tests.e2e.conftest import NAMES, TOKENS, KubeFleet, printed_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -35,10 +35,8 @@ def test_a_stopped_api_server_is_named_and_its_command_finishes_the_job(kube: Ku
         [name for name in NAMES if name != "prod-3"], "library-app:1.0.0")
     assert images["prod-3"] == "library-app:1.1.0"  # untouched while it did not answer
 
-    line = next(line for line in done.stderr.splitlines()
-                if line.startswith("wavegate: prod-3: not reached"))
-    command = line.split("finish with `", 1)[1].split("`", 1)[0]
-    argv = shlex.split(command)
+    argv = printed_command(done.stderr, "prod-3", on_line="wavegate: prod-3: not reached")
+    command = shlex.join(argv)
     assert argv[:5] == ["wavegate", "rollback", "library-app", "-c", "prod-3"]
     entry = next(c for c in json.loads(report.read_text())["clusters"]
                  if c["cluster"] == "prod-3")

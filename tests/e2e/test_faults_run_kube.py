@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP, NAMES, KubeFleet, eventually
+from tests.e2e.conftest import APP, NAMES, KubeFleet, eventually, printed_command
 from wavegate.sandbox import controlplane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -66,9 +64,9 @@ def never_saw(kube: KubeFleet, version: str, clusters: list[str]) -> None:
 
 def finish(kube: KubeFleet, cluster: str, out: str) -> None:
     """What a human does once `cluster` answers again: the command the deploy printed for it."""
-    printed = re.search(rf"finish with `(wavegate rollback library-app -c {cluster} [^`]*)`", out)
-    assert printed is not None, out
-    done = kube.wavegate(*shlex.split(printed.group(1))[1:])
+    argv = printed_command(out, cluster)
+    assert argv[:3] == ["wavegate", "rollback", "library-app"], argv
+    done = kube.wavegate(*argv[1:])
     assert done.returncode == 0, done.stderr[-3000:]
 
 

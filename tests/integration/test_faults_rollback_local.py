@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import run_reaches
+from tests.e2e.conftest import printed_command, run_reaches
 from tests.integration.conftest import LocalFleet
 from wavegate.localfleet import supervisor
 
@@ -44,12 +44,6 @@ def newest(fleet: LocalFleet, cluster: str) -> tuple[str, str]:
     return record["version"], record["status"]
 
 
-def finishing_command(stderr: str, cluster: str) -> list[str]:
-    """The command the rollback printed for `cluster`, as argv."""
-    line = next(line for line in stderr.splitlines() if line.startswith(f"wavegate: {cluster}:"))
-    return shlex.split(line.split("finish with `", 1)[1].split("`", 1)[0])
-
-
 def test_a_frozen_cluster_is_named_with_its_command_and_the_five_others_roll_back(
         local_fleet: LocalFleet) -> None:
     for version in ("1.0.0", "1.1.0"):
@@ -68,7 +62,7 @@ def test_a_frozen_cluster_is_named_with_its_command_and_the_five_others_roll_bac
     assert {name: newest(local_fleet, name) for name in others} == dict.fromkeys(
         others, ("1.0.0", "verified")), report.read_text()
     assert newest(local_fleet, "prod-3")[1] != "verified"  # not rolled back, and says so
-    argv = finishing_command(done.stderr, "prod-3")
+    argv = printed_command(done.stderr, "prod-3", on_line="wavegate: prod-3:")
     assert argv[:5] == ["wavegate", "rollback", "library-app", "-c", "prod-3"]
     entry = next(c for c in json.loads(report.read_text())["clusters"]
                  if c["cluster"] == "prod-3")
