@@ -107,8 +107,8 @@ class CostlyWrites:
         self.seen = threading.Event()
         real = RunReport.write
 
-        def write(report: RunReport, where: Path) -> None:
-            real(report, where)
+        def write(report: RunReport, where: Path, *, compact: bool = False) -> None:
+            real(report, where, compact=compact)
             self.now += self.cost
             self.writes += 1
             if self.awaited and report.clusters["prod-0"].detail == self.awaited:

@@ -127,7 +127,7 @@ def reported(report: RunReport, work: Callable[[], object], *, outputs: Outputs,
 
 def save(report: RunReport, outputs: Outputs) -> None:
     """The journal always; --report and --junit when asked; the CI step summary when set."""
-    report.write(journal_path(report.run_id))
+    report.write(journal_path(report.run_id), compact=True)
     if outputs.report is not None:
         report.write(outputs.report)
     data = report.to_json()

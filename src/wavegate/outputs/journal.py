@@ -65,7 +65,7 @@ def keep(report: RunReport, inputs: Inputs, *,
     """Keep the journal current as the run goes, so even a SIGKILL leaves it behind."""
     report.inputs = as_dict(inputs)
     report.listen(_Keeper(report, clock).changed)
-    report.write(path(report.run_id))
+    report.write(path(report.run_id), compact=True)
 
 
 class _Keeper:
@@ -119,7 +119,7 @@ class _Keeper:
             started = self._clock()
             failure = None
             try:
-                self._report.write(path(self._report.run_id))
+                self._report.write(path(self._report.run_id), compact=True)
             except OSError as error:  # the next write tries again; an urgent caller is told
                 failure = error
             ended = self._clock()

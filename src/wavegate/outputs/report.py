@@ -102,8 +102,9 @@ class RunReport:
         scrubbed: dict[str, Any] = redact.scrub_data(data)
         return scrubbed
 
-    def write(self, path: Path) -> None:
-        filestore.write_json(path, self.to_json())  # several threads of one run report at once
+    def write(self, path: Path, *, compact: bool = False) -> None:
+        # Several threads of one run report at once; a journal is written compact (fast).
+        filestore.write_json(path, self.to_json(), compact=compact)
 
     def _notify(self) -> None:
         for listener in self._listeners:
