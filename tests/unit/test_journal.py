@@ -149,6 +149,17 @@ def test_what_must_not_wait_is_in_the_journal_when_the_call_returns(
     report = kept_run(writes)
     report.update("prod-0", state="applying")
     report.keep_baseline("prod-0", {"version": "1.0.0"})
-    assert on_disk()["baselines"] == {"prod-0": {"version": "1.0.0"}}
+    assert journal.read("run-big")[0]["baselines"] == {"prod-0": {"version": "1.0.0"}}
+    assert '"cluster": "prod-0"' in journal.baselines_path("run-big").read_text()  # appended
     report.finish(outcome="succeeded", exit_code=0)
     assert on_disk()["outcome"] == "succeeded"
+
+
+def test_a_baseline_line_cut_short_by_a_crash_is_skipped_and_the_others_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = CostlyWrites(monkeypatch, cost=3600.0)
+    report = kept_run(writes)
+    report.keep_baseline("prod-0", {"version": "1.0.0"})
+    with journal.baselines_path("run-big").open("a") as torn:
+        torn.write('{"cluster": "prod-1", "base')  # SIGKILL mid-append
+    assert journal.read("run-big")[0]["baselines"] == {"prod-0": {"version": "1.0.0"}}

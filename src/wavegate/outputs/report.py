@@ -80,6 +80,10 @@ class RunReport:
             self.baselines[cluster] = baseline
         self._notify()
 
+    def copy_baselines(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self.baselines)
+
     def finish(self, *, outcome: str, exit_code: int, message: str | None = None) -> None:
         with self._lock:
             self.outcome, self.exit_code, self.message = outcome, exit_code, message
