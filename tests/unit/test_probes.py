@@ -126,3 +126,40 @@ def test_a_fail_outranks_an_error_in_the_same_round() -> None:
     result = round_with(httpx.MockTransport(mixed), deadline=0.0)
     assert result.outcome is Outcome.FAIL
     assert (probes.describe(result) or "").startswith("serving the new version: GET /version")
+
+
+def test_the_same_request_asked_by_two_checks_is_sent_once_and_judged_for_each() -> None:
+    twice = checks.load("""
+principals:
+  alice: {token_env: T_ALICE}
+checks:
+  - name: alice reads her space
+    as: alice
+    request: GET /api/spaces/space-eng
+    expect: {status: 200}
+  - name: alice is refused her space
+    as: alice
+    request: GET /api/spaces/space-eng
+    expect: {status: 403}
+  - name: alice reads it again, three answers
+    as: alice
+    request: GET /api/spaces/space-eng
+    samples: 3
+    expect: {status: 200}
+""", Path("checks.yaml"))
+    sent: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def counting(request: httpx.Request) -> httpx.Response:
+        with lock:
+            sent[request.url.path] += 1
+        return library(request)
+
+    result = probes.run_round(ENDPOINT, twice, TOKENS, deadline=30.0,
+                              transport=httpx.MockTransport(counting), sleep=lambda _: None)
+    assert sent["/api/spaces/space-eng"] == 1 + 3  # shared by the first two; samples are not
+    assert [r.verdict.outcome for r in result.results] == [Outcome.PASS, Outcome.FAIL,
+                                                            Outcome.PASS]
+    assert [r.probe.check for r in result.results] == [
+        "alice reads her space", "alice is refused her space",
+        "alice reads it again, three answers"]
