@@ -18,20 +18,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["exclusive", "read_json", "remove", "write_json"]
+__all__ = ["exclusive", "read_json", "remove", "write_json", "write_text"]
 
 
-def write_json(path: Path, data: Any, *, mode: int = 0o644, compact: bool = False) -> None:
-    """`compact` files have no indentation: json's C encoder then writes them, about five
-    times faster than the indenting one (a 1,000-cluster run's journal: 0.15 s, not 0.7 s)."""
+def write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=mode)
+
+
+def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary file starts with a dot so directory scanners skip it.
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(handle, mode)
-        text = json.dumps(data, indent=None if compact else 2, sort_keys=True)
         with os.fdopen(handle, "w", encoding="utf-8") as output:
-            output.write(text + "\n")
+            output.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
