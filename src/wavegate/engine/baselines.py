@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
 import structlog
 
 from wavegate.config.checks import AccessDrift
@@ -26,17 +25,16 @@ log = structlog.get_logger(__name__)
 
 def take(endpoint: str, drifts: tuple[AccessDrift, ...], tokens: Mapping[str, str | None], *,
          version: str, salt: str, deadline: float,
-         transport: httpx.BaseTransport | None = None,
-         client: httpx.Client | None = None) -> drift.Baseline:
+         client: probes.Client | None = None) -> drift.Baseline:
     """The baseline of the release `version` serving at `endpoint`; `client` is the run's
     for that cluster (its connections serve the checks that follow)."""
     listings = probes.send_all(endpoint, drift.baseline_probes(drifts), tokens,
-                               deadline=deadline, transport=transport, client=client)
+                               deadline=deadline, client=client)
     if listings.outcome is not Outcome.PASS:
         return _none(drifts, salt, version, listings)
     targets = drift.read_targets(drifts, _answered(listings))
     reads = probes.send_all(endpoint, drift.baseline_reads(drifts, targets), tokens,
-                            deadline=deadline, transport=transport, client=client)
+                            deadline=deadline, client=client)
     if reads.outcome is not Outcome.PASS:
         return _none(drifts, salt, version, reads)
     return drift.record(drifts, version=version, salt=salt, listings=_answered(listings),

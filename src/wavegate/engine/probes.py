@@ -5,20 +5,19 @@ This is the I/O around `verdict.judge`: it sends each probe, retries only what i
 retrying the moment any probe fails, since a failure is acted on at once. Tokens go in the
 Authorization header and nowhere else. It returns a `Round` and knows nothing of run states:
 whether a round fails a cluster, and when the next one is due, is `rollout`'s to say.
-A run keeps one HTTP client per cluster (`Clients`), so
-its rounds reuse the connections (keep-alive) the previous ones opened; a round sends at most
-`PARALLEL_PROBES` probes at a time to its cluster. Clients are per cluster even where clusters
-share an endpoint (behind one front door, or one server in a benchmark): one pool shared by a
-whole wave queues every cluster's probes behind a few connections, and its connection pool
-scans its queue on every request (quadratic in the probes waiting). Every client shares one
-TLS context: building one reads the CA bundle again, tens of milliseconds of CPU per cluster.
-"""
+A run keeps one connection pool per cluster (`Clients`), so its rounds reuse the connections
+(keep-alive) the previous ones opened; a round sends at most `PARALLEL_PROBES` probes at a
+time to its cluster. Pools are per cluster even where clusters share an endpoint (behind one
+front door, or one server in a benchmark): one pool shared by a whole wave queues every
+cluster's probes behind a few connections. Every pool shares one TLS context: building one
+reads the CA bundle again, tens of milliseconds of CPU per cluster."""
 
 from __future__ import annotations
 
 import functools
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,6 @@ from wavegate.decide.verdict import Outcome, Verdict, expected, judge
 from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
-REQUEST_TIMEOUT = 5.0
 PARALLEL_PROBES = 8
 NO_RETRY_REQUEST_DEADLINE = 1.0  # a round with no time for retries still sends each probe once
 
@@ -74,21 +72,47 @@ class Round:
         return next((r for r in self.results if r.verdict.outcome is outcome), None)
 
 
-class Clients:
-    """One keep-alive HTTP client per cluster, for as long as a run lasts (a cluster whose
-    endpoint moved gets a new one); `drop` ends one cluster's, `close` ends them all."""
+class Client:
+    """What sends one cluster's probes: its keep-alive connections, and the threads that send
+    a round's probes in parallel. Both outlive a round: a round used to start its own threads,
+    and at 1,000 clusters starting threads (each start scans every live thread) cost more
+    CPU than the probes they sent."""
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
-        self._transport = transport
-        self._clients: dict[str, tuple[str, httpx.Client]] = {}  # cluster -> (endpoint, client)
+    def __init__(self, endpoint: str) -> None:
+        self.pool = http_probe.Pool(endpoint, size=PARALLEL_PROBES, tls=_tls_context())
+        self._senders = ThreadPoolExecutor(max_workers=PARALLEL_PROBES,
+                                           thread_name_prefix="probe")
+
+    def map(self, send: Callable[[Probe], Result], probes: list[Probe]) -> list[Result]:
+        if len(probes) <= 1:
+            return [send(probe) for probe in probes]  # no thread to wake for one probe
+        return list(self._senders.map(send, probes))
+
+    def close(self) -> None:
+        self._senders.shutdown(wait=False)  # idle: their threads end at once
+        self.pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Clients:
+    """One `Client` per cluster, for as long as a run lasts (a cluster whose endpoint moved
+    gets a new one); `drop` ends one cluster's, `close` ends them all."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, tuple[str, Client]] = {}  # cluster -> (endpoint, client)
         self._guard = threading.Lock()
 
-    def get(self, cluster: str, endpoint: str) -> httpx.Client:
+    def get(self, cluster: str, endpoint: str) -> Client:
         with self._guard:
             known, client = self._clients.get(cluster, (None, None))
             if client is not None and known == endpoint:
                 return client
-            self._clients[cluster] = (endpoint, new_client(endpoint, self._transport))
+            self._clients[cluster] = (endpoint, new_client(endpoint))
         if client is not None:
             client.close()  # the cluster's endpoint moved: its old connections lead nowhere
         return self._clients[cluster][1]
@@ -107,12 +131,8 @@ class Clients:
             client.close()
 
 
-def new_client(endpoint: str, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    # As many connections as probes in flight, all kept open between rounds.
-    limits = httpx.Limits(max_connections=PARALLEL_PROBES,
-                          max_keepalive_connections=PARALLEL_PROBES)
-    return httpx.Client(base_url=endpoint, timeout=REQUEST_TIMEOUT, transport=transport,
-                        follow_redirects=False, limits=limits, verify=_tls_context())
+def new_client(endpoint: str) -> Client:
+    return Client(endpoint)
 
 
 @functools.cache
@@ -123,28 +143,28 @@ def _tls_context() -> ssl.SSLContext:
 
 def run_round(
     endpoint: str, suite: Suite, tokens: Mapping[str, str | None], *, deadline: float,
-    baseline: drift.Baseline | None = None, transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
+    baseline: drift.Baseline | None = None, sleep: Callable[[float], None] | None = None,
+    client: Client | None = None,
 ) -> Round:
     """Send every probe of `suite` to `endpoint`; retries end at `deadline` seconds. Its
     access_drift checks are judged against `baseline` (those it was taken for, if given).
     `client` (from `Clients`) reuses a run's connections; without one the round opens its own."""
     extra = drift.round_probes(baseline) if baseline else drift.unbaselined(suite.drifts)
-    return send_all(endpoint, suite.probes + extra, tokens, deadline=deadline,
-                    transport=transport, sleep=sleep, client=client)
+    return send_all(endpoint, suite.probes + extra, tokens, deadline=deadline, sleep=sleep,
+                    client=client)
 
 
 def send_all(
     endpoint: str, probes: tuple[Probe, ...], tokens: Mapping[str, str | None], *,
-    deadline: float, transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] | None = None, client: httpx.Client | None = None,
+    deadline: float, sleep: Callable[[float], None] | None = None,
+    client: Client | None = None,
 ) -> Round:
     """Send `probes` in parallel, each retried while its verdict is retryable. Identical
     requests (same principal, request and body limit, one sample) are sent once and their
     answer judged for each probe that asks it: an access_drift check re-reads what an authz
     matrix already read, a third of a round's probes with the shipped checks."""
     if client is None:
-        with new_client(endpoint, transport) as own:
+        with Client(endpoint) as own:
             return send_all(endpoint, probes, tokens, deadline=deadline, sleep=sleep,
                             client=own)
     failed = threading.Event()
@@ -154,9 +174,8 @@ def send_all(
     def probe_once(probe: Probe) -> Result:
         return _probe_with_retries(client, probe, tokens, deadline, failed, sleep)
 
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_PROBES, len(sent) or 1)) as pool:
-        answered = dict(zip((id(probe) for probe in sent), pool.map(probe_once, sent),
-                            strict=True))
+    answered = dict(zip((id(probe) for probe in sent), client.map(probe_once, sent),
+                        strict=True))
     return Round(tuple(_shared(probe, answered[id(probes[asked[index]])])
                        for index, probe in enumerate(probes)))
 
@@ -181,25 +200,47 @@ def _shared(probe: Probe, sent: Result) -> Result:
 
 
 def _probe_with_retries(
-    client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None], deadline: float,
+    client: Client, probe: Probe, tokens: Mapping[str, str | None], deadline: float,
     failed: threading.Event, sleep: Callable[[float], None] | None,
 ) -> Result:
+    started = time.monotonic()
+    first = _sampled(client.pool, probe, tokens, deadline)
+    if first[0].retryable:
+        return _retried(client, probe, tokens, deadline, failed, sleep, first,
+                        left=deadline - (time.monotonic() - started))
+    if first[0].outcome is Outcome.FAIL:
+        failed.set()
+    return Result(probe=probe, verdict=first[0], attempts=1, answer=first[1])
+
+
+def _retried(
+    client: Client, probe: Probe, tokens: Mapping[str, str | None], deadline: float,
+    failed: threading.Event, sleep: Callable[[float], None] | None,
+    first: tuple[Verdict, http_probe.Answer], *, left: float,
+) -> Result:
+    """A probe whose first answer calls for a retry, retried by tenacity from that answer
+    (a Retrying per probe cost more than most exchanges, so only these build one)."""
+    answers = iter([first])
+
+    def attempt() -> tuple[Verdict, http_probe.Answer]:
+        return next(answers, None) or _sampled(client.pool, probe, tokens, deadline)
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda judged: judged[0].retryable),
-        stop=tenacity.stop_after_delay(deadline) | tenacity.stop_when_event_set(failed),
+        stop=tenacity.stop_after_delay(left) | tenacity.stop_when_event_set(failed),
         wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
         before_sleep=_log_retry(probe),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         sleep=sleep or tenacity.nap.sleep,
     )
-    verdict, answer = retrying(_sampled, client, probe, tokens, deadline)
+    verdict, answer = retrying(attempt)
     if verdict.outcome is Outcome.FAIL:
         failed.set()
     attempts = retrying.statistics.get("attempt_number", 1)
     return Result(probe=probe, verdict=verdict, attempts=attempts, answer=answer)
 
 
-def _sampled(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
+def _sampled(client: http_probe.Pool, probe: Probe, tokens: Mapping[str, str | None],
              deadline: float) -> tuple[Verdict, http_probe.Answer]:
     """`samples` answers (behind an ingress, from different replicas): the first that does
     not pass is the verdict, since one replica that leaks is a leak."""
@@ -211,7 +252,7 @@ def _sampled(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None
     return verdict, answer
 
 
-def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
+def _send(client: http_probe.Pool, probe: Probe, tokens: Mapping[str, str | None],
           deadline: float) -> http_probe.Answer:
     limits = http_probe.Limits(deadline=deadline if deadline > 0 else NO_RETRY_REQUEST_DEADLINE,
                                max_body=probe.max_body)
@@ -224,13 +265,12 @@ def _send(client: httpx.Client, probe: Probe, tokens: Mapping[str, str | None],
     return _exchange(client, probe, fresh, limits) if fresh else answer
 
 
-def _exchange(client: httpx.Client, probe: Probe, token: str | None,
+def _exchange(client: http_probe.Pool, probe: Probe, token: str | None,
               limits: http_probe.Limits) -> http_probe.Answer:
     request = probe.request
     headers = {**dict(request.headers), **_headers(token, json_body=request.body is not None)}
-    return http_probe.send(client, request.method, request.target, headers=headers,
-                           limits=limits,
-                           content=request.body.encode() if request.body is not None else None)
+    return client.send(request.method, request.target, headers=headers, limits=limits,
+                       content=request.body.encode() if request.body is not None else None)
 
 
 def _headers(token: str | None, *, json_body: bool = False) -> dict[str, str]:
