@@ -12,9 +12,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.unit import loopback
 from wavegate import redact
 from wavegate.config import checks
 from wavegate.decide.verdict import Outcome
@@ -159,55 +159,59 @@ def test_a_token_file_is_read_again_at_every_lookup(tmp_path: Path) -> None:
 
 # --- a 401 after a rotation, through a verification round -------------------------------------
 
-def accepting(valid: list[str], seen: list[str | None]) -> httpx.MockTransport:
+def accepting(valid: list[str]) -> loopback.Handler:
     """An endpoint that accepts only the token currently in `valid[0]`."""
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: loopback.Request) -> loopback.Reply:
         sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        seen.append(sent)
-        return httpx.Response(200 if sent == valid[0] else 401, content=iter([b"{}"]))
-    return httpx.MockTransport(handler)
+        return loopback.Reply(200 if sent == valid[0] else 401, b"{}")
+    return handler
+
+
+def tokens_sent(server: loopback.Server) -> list[str]:
+    return [request.headers.get("Authorization", "").removeprefix("Bearer ")
+            for request in server.requests]
 
 
 def round_outcome(suite: checks.Suite, tokens: credentials.Tokens,
-                  transport: httpx.MockTransport) -> tuple[Outcome, str]:
-    result = probes.run_round("http://127.0.0.1:9", suite, tokens, deadline=1.0,
-                              transport=transport, sleep=lambda _: None).results[0]
+                  server: loopback.Server) -> tuple[Outcome, str]:
+    result = probes.run_round(server.url, suite, tokens, deadline=1.0,
+                              sleep=lambda _: None).results[0]
     return result.verdict.outcome, result.verdict.detail
 
 
 def test_a_401_after_a_rotation_is_retried_once_with_a_fresh_token(
-        tmp_path: Path, helper: Helper) -> None:
+        tmp_path: Path, helper: Helper, serve: loopback.Serve) -> None:
     helper.answer("cmd-old-token-4401")  # no expiry: cached until a server refuses it
     suite = command_suite(tmp_path, helper)
     tokens = credentials.resolve(suite, {})
-    valid, seen = ["cmd-new-token-4402"], []
+    server = serve(accepting(["cmd-new-token-4402"]))
     helper.answer("cmd-new-token-4402")  # the identity provider rotated
-    assert round_outcome(suite, tokens, accepting(valid, seen)) == (Outcome.PASS, "got 200")
-    assert seen == ["cmd-old-token-4401", "cmd-new-token-4402"]
+    assert round_outcome(suite, tokens, server) == (Outcome.PASS, "got 200")
+    assert tokens_sent(server) == ["cmd-old-token-4401", "cmd-new-token-4402"]
 
 
 def test_a_401_with_no_newer_token_is_an_error_after_one_request(
-        tmp_path: Path, helper: Helper) -> None:
+        tmp_path: Path, helper: Helper, serve: loopback.Serve) -> None:
     helper.answer("cmd-revoked-token-5501")
     suite = command_suite(tmp_path, helper)
     tokens = credentials.resolve(suite, {})
-    seen: list[str | None] = []
-    outcome, detail = round_outcome(suite, tokens, accepting(["someone-else-0000"], seen))
+    server = serve(accepting(["someone-else-0000"]))
+    outcome, detail = round_outcome(suite, tokens, server)
     assert outcome is Outcome.ERROR and "401 although a token was sent" in detail
-    assert seen == ["cmd-revoked-token-5501"]  # the helper gave the same token: not resent
+    assert tokens_sent(server) == ["cmd-revoked-token-5501"]  # the same token: not resent
     assert helper.count == 2
 
 
 def test_a_token_file_rotated_between_rounds_is_sent_from_the_next_round(
-        tmp_path: Path) -> None:
+        tmp_path: Path, serve: loopback.Serve) -> None:
     token_file = tmp_path / "alice.token"
     token_file.write_text("file-round-one-6601")
     suite = suite_for(tmp_path, "{token_file: alice.token}")
     tokens = credentials.resolve(suite, {})
-    valid, seen = ["file-round-one-6601"], []
-    transport = accepting(valid, seen)
-    assert round_outcome(suite, tokens, transport)[0] is Outcome.PASS
+    valid = ["file-round-one-6601"]
+    server = serve(accepting(valid))
+    assert round_outcome(suite, tokens, server)[0] is Outcome.PASS
     valid[0] = "file-round-two-6602"
     token_file.write_text("file-round-two-6602")
-    assert round_outcome(suite, tokens, transport)[0] is Outcome.PASS
-    assert seen == ["file-round-one-6601", "file-round-two-6602"]
+    assert round_outcome(suite, tokens, server)[0] is Outcome.PASS
+    assert tokens_sent(server) == ["file-round-one-6601", "file-round-two-6602"]
