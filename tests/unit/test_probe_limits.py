@@ -112,10 +112,7 @@ def test_an_endpoint_that_never_answers_ends_at_the_deadline(serve: loopback.Ser
     result = one_round(serve(lambda _: loopback.Raw(b"", hold=True)), deadline=0.2)
     assert result.verdict.outcome is Outcome.ERROR
     assert result.verdict.status is None
-    # Silence ends at the deadline or at a read timeout as long: today's sender has both, and
-    # either may fire first. Which deadline ends a trickle is pinned above.
-    detail = result.verdict.detail
-    assert detail == "no complete answer within 200ms" or "timed out" in detail
+    assert result.verdict.detail == "no complete answer within 200ms"
 
 
 def test_over_limit_and_late_answers_are_retried_like_other_errors(

@@ -43,6 +43,9 @@ USER_AGENT = f"wavegate/{__version__}"
 _GZIP, _ZLIB = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS
 _ENCODINGS = {"": None, "identity": None, "gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
 # A kept connection the server closed meanwhile fails before any answer: sent again, once.
+# Reads time out this long after the deadline, so the watchdog ends a late exchange (its
+# detail names the deadline) and the socket's own timeout is only there should it not.
+_BACKSTOP = 1.0
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
           ConnectionAbortedError)
 
@@ -92,6 +95,7 @@ class Pool:
     def _exchange(self, method: str, target: str, headers: dict[str, str], limits: Limits,
                   content: bytes | None, timer: _Timer) -> Answer:
         connection, kept = self._connection()
+        response: http.client.HTTPResponse | None = None
         try:
             try:
                 response = self._ask(connection, method, target, headers, content, timer)
@@ -105,9 +109,10 @@ class Pool:
             response.close()  # read to its end or given up: the connection may send again
         except (OSError, http.client.HTTPException, ValueError) as error:
             failure = _failed(error, connected=connection.sock is not None)
-            late = _watchdog.finish(timer)
+            late = _watchdog.finish(timer) or timer.passed
             connection.close()
-            return Unreadable(_late(limits)) if late else failure
+            status = response.status if response is not None else None
+            return Unreadable(_late(limits), status=status) if late else failure
         late = _watchdog.finish(timer)  # from here the watchdog leaves this socket alone
         if isinstance(answer, Response) and not response.will_close and not late:
             self._keep(connection)
@@ -121,7 +126,7 @@ class Pool:
         if connection.sock is None:
             self._connect(connection, timer)
         else:
-            connection.sock.settimeout(max(timer.left(), 0.001))
+            connection.sock.settimeout(timer.left() + _BACKSTOP)
             timer.arm(connection.sock)
         connection.request(method, target, body=content, headers=headers)
         return connection.getresponse()
@@ -130,6 +135,7 @@ class Pool:
         raw = socket.create_connection((self._host, self._port), timeout=max(timer.left(), 0.001))
         timer.arm(raw)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms per request
+        raw.settimeout(timer.left() + _BACKSTOP)
         sock = self._tls.wrap_socket(raw, server_hostname=self._host) if self._tls else raw
         timer.arm(sock)
         connection.sock = sock
