@@ -443,6 +443,77 @@ def _report_crash(admin: client.ApiClient, namespace: str) -> None:
                                      _content_type="application/merge-patch+json")
 
 
+# --- a rollout wait and its lock ---------------------------------------------------------
+
+def _lease_requests(driver: KubernetesDriver) -> dict[str, int]:
+    return {verb: driver.api.requests[f"{verb} leases.coordination.k8s.io"]
+            for verb in ("watch", "get", "update", "create")}
+
+
+def test_a_rollout_wait_follows_its_lease_with_one_watch_not_a_request_a_second(
+        make: Make, namespace: str) -> None:
+    driver = make()
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)  # no node: never available
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    with pytest.raises(RolloutFailed, match="not rolled out after 4s"):
+        driver.wait_rollout(pending, timeout=4, holder="run-1")
+    # Four seconds of looks at the lock, each free while the watch shows no change.
+    assert _lease_requests(driver) == {"watch": 1, "get": 0, "update": 0, "create": 0}
+
+
+def test_a_lease_deleted_during_a_rollout_wait_is_taken_again_and_a_taken_one_stops_it(
+        make: Make, admin: client.ApiClient, namespace: str) -> None:
+    driver, rollback, observer = make(), make(), make()
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            driver.wait_rollout(pending, timeout=120, holder="run-1")
+        except BaseException as error:  # the test asserts what it was
+            raised.append(error)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    eventually(lambda: driver.api.requests["watch leases.coordination.k8s.io"] or None)
+    client.CoordinationV1Api(admin).delete_namespaced_lease(f"wavegate-{APP}", namespace,
+                                                            _request_timeout=TIMEOUT)
+    eventually(lambda: getattr(observer.read_lock(APP), "holder", None) == "run-1" or None)
+    rollback.acquire_lock(APP, holder="run-rollback", ttl=30, force=True)
+    waiter.join(timeout=60)
+    assert not waiter.is_alive(), "the wait went on under a lease taken by force"
+    assert len(raised) == 1 and isinstance(raised[0], Preempted), raised
+    assert "now held by run run-rollback" in str(raised[0])
+    assert driver.api.requests["watch leases.coordination.k8s.io"] == 1  # one, all along
+
+
+def test_without_watch_on_leases_a_rollout_wait_renews_its_lease_instead(
+        make: Make, admin: client.ApiClient, namespace: str) -> None:
+    rbac = DEPLOYER_RBAC.read_text()
+    assert "verbs: [get, list, watch, create, update, delete]" in rbac
+    grant(admin, namespace, rbac.replace("verbs: [get, list, watch, create, update, delete]",
+                                         "verbs: [get, create, update, delete]"))
+    driver = make("a-deployer")
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    with capture_logs() as logs, pytest.raises(RolloutFailed, match="not rolled out after 4s"):
+        driver.wait_rollout(pending, timeout=4, holder="run-1")
+    unavailable = [e for e in logs if e["event"] == "kube.lease_watch_unavailable"]
+    assert len(unavailable) == 1, logs
+    assert unavailable[0]["detail"] == ("a: forbidden: deployer cannot watch "
+                                        f"leases.coordination.k8s.io in namespace {namespace}")
+    requests = _lease_requests(driver)
+    assert requests["watch"] == 1  # refused
+    assert requests["update"] >= 1  # the lease renewed while the wait lasts, as before
+
+
 # --- the restricted deployer -------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import structlog
@@ -197,14 +197,23 @@ class KubernetesDriver:
     def wait_rollout(self, release: Release, *, timeout: float, holder: str | None = None,
                      cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
-        look = self._watchful(release.app, holder, cancel)
-        for manifest in release.manifests:
-            if manifest.get("kind") in kinds.WORKLOADS:
-                resource = self._resource(manifest)
-                namespace, name = self._where(resource, manifest), manifest["metadata"]["name"]
-                _Rollout(self.api, resource, namespace, name).wait(
-                    deadline=deadline, timeout=timeout, look=look,
-                    applied=self._applied.pop(resource.path(namespace or None, name), None))
+        sight = self._lease_sight(release.app, holder)
+        look = self._watchful(release.app, holder, cancel, sight)
+        try:
+            for manifest in release.manifests:
+                if manifest.get("kind") in kinds.WORKLOADS:
+                    resource = self._resource(manifest)
+                    namespace = self._where(resource, manifest)
+                    name = manifest["metadata"]["name"]
+                    events: queue.Queue[Event] = queue.Queue()
+                    if sight is not None:
+                        sight.wakes(events)  # a lease event ends the wait for the next event
+                    _Rollout(self.api, resource, namespace, name).wait(
+                        deadline=deadline, timeout=timeout, look=look, events=events,
+                        applied=self._applied.pop(resource.path(namespace or None, name), None))
+        finally:
+            if sight is not None:
+                sight.stop()
         look(True)  # rolled out, and still ours: not an emergency rollback's rollout
 
     def _fencer(self, app: str, holder: str,
@@ -216,20 +225,42 @@ class KubernetesDriver:
             self._fence(app, holder)
         return fence
 
-    def _watchful(self, app: str, holder: str | None,
-                  cancel: threading.Event | None) -> Callable[[bool], None]:
-        """What a rollout wait looks at between events: the run stopping, and the Lease when
-        the run's last look at it is older than `LOCK_LOOK` (a lost lock is noticed within
-        about a second; a renewal or a write's fence in that second stands for the look), and
-        once more, `final`, when the rollout is judged done: fenced like a write (the trust
-        window holds: a taker writes nothing before it ends), so a rollout an emergency
-        rollback started is never taken for ours."""
+    def _watchful(self, app: str, holder: str | None, cancel: threading.Event | None,
+                  sight: _LeaseSight | None = None) -> Callable[[bool], None]:
+        """What a rollout wait looks at between events: the run stopping, and the Lease. With
+        a SIGHT (one WATCH on the lease), a look costs nothing while the watch shows no change
+        that is not ours, and a change is looked at at once (a deleted lease is taken again, a
+        taken one raises `Preempted`); without one (no `watch` on leases), the lease when the
+        run's last look at it is older than `LOCK_LOOK` (a renewal per second of wait). Once
+        more, `final`, when the rollout is judged done: fenced like a write (the trust window
+        holds: a taker writes nothing before it ends), so a rollout an emergency rollback
+        started is never taken for ours. The watch never stands in for that fence: a
+        connection that died without a word shows no change either."""
         def look(final: bool = False) -> None:
             if cancel is not None and cancel.is_set():
                 raise Stopped(cluster=self.cluster.name)
-            if holder is not None:
-                self._fence(app, holder, within=None if final else LOCK_LOOK)
+            if holder is None:
+                return
+            if final:
+                self._fence(app, holder)
+            elif sight is not None and sight.following():  # opened by the first look
+                if sight.changed():
+                    self._fence(app, holder, within=0.0)  # ask the API server, now
+            else:
+                self._fence(app, holder, within=LOCK_LOOK)
         return look
+
+    def _lease_sight(self, app: str, holder: str | None) -> _LeaseSight | None:
+        """A watch on the app's Lease from the version this run last saw as its own; none
+        without a holder, or a hold of its own to start from (then `_watchful` asks)."""
+        with self._leasing:
+            known = self._held.get(app)
+        version = ((known.lease.get("metadata") or {}).get("resourceVersion")
+                   if known is not None and known.holder == holder else None)
+        if holder is None or not version:
+            return None
+        return _LeaseSight(self.api, kinds.LEASE.path(self._namespace), name=lease.name(app),
+                           namespace=self._namespace, holder=holder, version=str(version))
 
     def _for_apply(self, release: Release) -> list[Manifest]:
         """Apply order, v1.20's port quirk, and `spec.replicas` left to any HPA."""
@@ -849,18 +880,22 @@ class _Rollout:
 
     def wait(self, *, deadline: float, timeout: float,
              look: Callable[[bool], None] = lambda final: None,
-             applied: dict[str, Any] | None = None) -> None:
-        """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between. APPLIED is
-        the workload as the apply just left it: its rollout is watched from there, not read
-        again, unless it looks settled already (a verdict is never given on an old copy)."""
+             applied: dict[str, Any] | None = None,
+             events: queue.Queue[Event] | None = None) -> None:
+        """Until judged; `look` runs at least every `LOCK_LOOK` seconds in between, and after
+        each event. APPLIED is the workload as the apply just left it: its rollout is watched
+        from there, not read again, unless it looks settled already (a verdict is never given
+        on an old copy). EVENTS is where the watches put what they see (others may put a
+        ("lease", "WAKE", None) there: a look is due)."""
         pods: dict[str, Any] = {}
+        if events is None:
+            events = queue.Queue()
         workload = applied if applied is not None and not self._settled(applied) else \
             self.api.request("GET", self.resource.path(self.namespace, self.name),
                              action=Action("get", self.resource.rbac_name, self.name,
                                            self.namespace))
         if self._judged(workload, pods):
             return
-        events: queue.Queue[Event] = queue.Queue()
         watches = self._watches(workload, events)
         for watch in watches:
             watch.start()
@@ -896,6 +931,8 @@ class _Rollout:
                 event: Event) -> dict[str, Any]:
         """Fold one watch event into what is known; the workload as it now is."""
         tag, kind, payload = event
+        if tag == "lease":
+            return workload  # a wake-up: the look that follows sees what changed
         if kind == "ERROR":
             raise payload
         if tag == "pods":
@@ -966,6 +1003,80 @@ class _Rollout:
         return self._revisions[name]
 
 
+class _LeaseSight:
+    """The app's Lease followed by one WATCH for the length of a rollout wait, so the wait's
+    looks at it cost no request while nothing changes.
+
+    The sink of a `_Watch` (`put` runs on the watch's thread): an event whose lease is held
+    by `holder` is ours (a renewal, a retake) and dropped; any other (taken, released,
+    deleted, a re-list that does not show it ours) is a change, kept for the next look, which
+    it wakes at once. An ERROR (403 where the identity lacks `watch` on leases, or what
+    retries did not cure) ends the following: the looks then ask the API server as they
+    would without a watch.
+    """
+
+    def __init__(self, api: _Api, path: str, *, name: str, namespace: str, holder: str,
+                 version: str) -> None:
+        self._log, self._holder = api.log, holder
+        self._changed, self._failed = threading.Event(), threading.Event()
+        self._wake: queue.Queue[Event] | None = None
+        self._started = False
+        self._watch = _Watch(api, path, tag="lease", events=self,
+                             query={"fieldSelector": f"metadata.name={name}"},
+                             resource_version=version,
+                             action=Action("watch", "leases.coordination.k8s.io", name,
+                                           namespace))
+
+    def following(self) -> bool:
+        """Whether the watch follows the lease: opened on the first call (a rollout judged
+        at once needs none), False once it failed."""
+        if not self._started:
+            self._started = True
+            self._watch.start()
+        return not self._failed.is_set()
+
+    def changed(self) -> bool:
+        """Whether a change not ours came since the last call (the look that asks the API
+        server next sees it, or a newer one)."""
+        if not self._changed.is_set():
+            return False
+        self._changed.clear()
+        return True
+
+    def wakes(self, events: queue.Queue[Event]) -> None:
+        """Where to say that a look is due: the queue the rollout wait now reads."""
+        self._wake = events
+
+    def stop(self) -> None:
+        if self._started:
+            self._watch.stop()
+
+    def put(self, event: Event, /) -> None:
+        _, kind, payload = event
+        if kind == "ERROR":
+            self._failed.set()
+            self._log.warning("kube.lease_watch_unavailable", detail=str(payload),
+                              instead=f"a look at the lease every {LOCK_LOOK:g}s of wait")
+        elif self._ours(kind, payload):
+            return
+        else:
+            self._changed.set()
+        wake = self._wake
+        if wake is not None:
+            wake.put(("lease", "WAKE", None))
+
+    def _ours(self, kind: str, payload: Any) -> bool:
+        if kind == "SYNC":
+            return len(payload) == 1 and lease.holder(payload[0]) == self._holder
+        return kind != "DELETED" and lease.holder(payload) == self._holder
+
+
+class _Sink(Protocol):
+    """Where a `_Watch` puts its events: a queue, or a `_LeaseSight`."""
+
+    def put(self, item: Event, /) -> None: ...
+
+
 class _Watch:
     """One collection followed by `kubewatch.ListWatch` on a thread of its own, into `events`.
 
@@ -974,7 +1085,7 @@ class _Watch:
     DriverError) and ends the thread. `stop` returns promptly.
     """
 
-    def __init__(self, api: _Api, path: str, *, tag: str, events: queue.Queue[Event],
+    def __init__(self, api: _Api, path: str, *, tag: str, events: _Sink,
                  query: Mapping[str, str], action: Action,
                  resource_version: str | None = None) -> None:
         self.api, self.path, self.tag, self.events = api, path, tag, events
