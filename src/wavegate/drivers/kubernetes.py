@@ -15,21 +15,26 @@ MicroTime in v1.20, and they change shape with the client's generator), and no d
 files written by the dynamic client.
 
 API calls, for a release of N objects and W workloads (pinned by the e2e tests; a deploy of
-the Library App costs 18 per cluster, an emergency rollback 20):
+the Library App costs 17 to 18 per cluster, an emergency rollback 18 to 19):
 - fences: the lease as last confirmed (read, or renewed with success) stands for a tenth of
   its term (`kube.lease`: a run that takes the lease waits that out); an older one is renewed
   by the fence, one PUT that proves it ours which counts as a renewal too.
-- apply: 1 LIST of HPAs per namespace with workloads + N dry-run PATCHes + N PATCHes + 1 LIST
-  (metadata only) per kind and namespace the release dropped + a DELETE per pruned object;
-  the ledger it prunes by is the one listed under this hold of the lock (with the writes made
-  since), listed only if there is none; with CRDs, a GET until each is Established and a
-  discovery GET per new group version. The dry-run pass (no force: a field another manager
-  owns is a conflict) is what keeps a refusal from half-applying. Records from before
-  inventories add the old label sweep (9 LISTs).
+- apply: 1 LIST of HPAs per namespace with workloads + N-1 dry-run PATCHes + N PATCHes + 1
+  LIST (metadata only) per kind and namespace the release dropped + a DELETE per pruned
+  object; the ledger it prunes by is the one listed under this hold of the lock (with the
+  writes made since), listed only if there is none; with CRDs, a GET until each is
+  Established and a discovery GET per new group version. The dry-run pass (no force: a field
+  another manager owns is a conflict) is what keeps a refusal from half-applying; the object
+  applied first has none, since its own apply is the first write (refused, nothing is
+  applied either). Records from before inventories add the old label sweep (9 LISTs).
 - wait_rollout, per workload: nothing before watching from the object the apply answered with
   (1 GET when there is none, or it looks settled already); if not yet rolled out, 1 LIST
   (pods) and 2 WATCHes (the workload, its pods), re-opened only when the server ends them;
   plus a GET of a ReplicaSet for each crashing pod whose owner is not known yet. No polling.
+  Given a holder, 1 WATCH of its Lease for the whole wait (opened once a wait begins): a look
+  costs nothing while it shows no change that is not ours, and a change is looked at at once;
+  without `watch` on leases, a renewal per second of wait instead. When rolled out, one look
+  like a write's fence (a renewal if the last is older than the trust window).
 - ledger: records 1 LIST (metadata only; a GET per record from before annotations), kept
   while the lock is held; stored_release 1 GET; update 1 write; create 1 write + a DELETE per
   record trimmed to `history`, and before the app's first revision 1 LIST per object of the
@@ -37,6 +42,19 @@ the Library App costs 18 per cluster, an emergency rollback 20):
 - lock: acquire 1 GET + 1 write (POST or PUT), plus a GET a second for up to one lease term
   when the lease's timestamps look expired; renew 1 PUT on the lease as last seen (a GET
   first only if it changed); release 1 PUT, likewise.
+
+What an emergency rollback of the Library App still sends, and why each stays (the goal of
+15 is not met without giving up a safety property): connect 1 (`connect` confirms the
+cluster answers: a deploy reaches every cluster before it locks any); lock 3 (GET: who held
+it, so a rollback that takes it from a live run waits out that run's trust window; PUT: the
+take, a compare-and-set; PUT: the release), plus a fence's renewal when the ledger marks
+come later than the trust window after the take; ledger 5 (LIST of metadata: which revision
+to go back to; GET: that revision's manifests, which the metadata LIST does not carry; the
+new revision created `applying` before anything is applied, marked `verified` after its
+checks, then the replaced one `rolled-back`: each a crash-safe step of its own); apply 6
+(the HPA LIST: replicas an autoscaler owns are left to it; 2 dry runs; 3 applies); rollout 3
+(the pod LIST and its WATCH: a new pod that crashes fails the wait at once; the
+Deployment's WATCH).
 """
 
 from __future__ import annotations
@@ -109,7 +127,8 @@ REQUEST_TIMEOUT = urllib3.Timeout(connect=5.0, read=30.0)
 WATCH_SECONDS = 60  # the server ends each watch after this; it is then re-opened where it was
 WATCH_TIMEOUT = urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 15.0)
 LOCK_ATTEMPTS = 3
-LOCK_LOOK = 1.0  # how often a rollout wait looks whether the run goes on and the lease is ours
+LOCK_LOOK = 1.0  # how often a rollout wait looks whether the run goes on (and, with no
+# watch on the lease, whether the lease is still ours)
 CRD_TIMEOUT = 30.0  # seconds for a CRD to be Established and its kinds discoverable
 CRD_PAUSE = 0.1
 ADOPTED_VERSION = "adopted"  # what ran before wavegate has no version wavegate knows
@@ -1058,6 +1077,8 @@ class _LeaseSight:
     def put(self, event: Event, /) -> None:
         _, kind, payload = event
         if kind == "ERROR":
+            if self._failed.is_set():
+                return
             self._failed.set()
             self._log.warning("kube.lease_watch_unavailable", detail=str(payload),
                               instead=f"a look at the lease every {LOCK_LOOK:g}s of wait")
