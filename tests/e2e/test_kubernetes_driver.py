@@ -225,14 +225,16 @@ def test_apply_prunes_what_a_release_dropped_and_reapplying_changes_nothing(
     data = client.CoreV1Api(admin).read_namespaced_config_map("web", namespace,
                                                               _request_timeout=TIMEOUT).data
     assert data == {"VERSION": "1.0.1"}
-    # 1 HPA list + 3 dry-runs + 3 applies + 1 prune list (the one kind and namespace the
-    # inventories leave behind) + the one object pruned. The ledger is the one create_record
-    # listed (and wrote since); the fences before each write are the lease as last confirmed,
-    # or one renewal (a compare-and-set) once that look is older than its trust window.
+    # 1 HPA list + 2 dry-runs (not the ConfigMap's: applied first, its own apply refused
+    # would leave nothing applied either) + 3 applies + 1 prune list (the one kind and
+    # namespace the inventories leave behind) + the one object pruned. The ledger is the one
+    # create_record listed (and wrote since); the fences before each write are the lease as
+    # last confirmed, or one renewal (a compare-and-set) once that look is older than its
+    # trust window.
     leases = driver.api.requests.pop("update leases.coordination.k8s.io", 0)
     assert dict(driver.api.requests) == {
         "list horizontalpodautoscalers.autoscaling": 1, "apply deployments.apps": 2,
-        "apply services": 2, "apply configmaps": 2, "list configmaps": 1,
+        "apply services": 2, "apply configmaps": 1, "list configmaps": 1,
         "delete configmaps": 1}
     assert leases <= 1
 
@@ -441,6 +443,77 @@ def _report_crash(admin: client.ApiClient, namespace: str) -> None:
                                      "finishedAt": "2025-01-01T00:00:01Z"}}}]}}
     core.patch_namespaced_pod_status(name, namespace, status, _request_timeout=TIMEOUT,
                                      _content_type="application/merge-patch+json")
+
+
+# --- a rollout wait and its lock ---------------------------------------------------------
+
+def _lease_requests(driver: KubernetesDriver) -> dict[str, int]:
+    return {verb: driver.api.requests[f"{verb} leases.coordination.k8s.io"]
+            for verb in ("watch", "get", "update", "create")}
+
+
+def test_a_rollout_wait_follows_its_lease_with_one_watch_not_a_request_a_second(
+        make: Make, namespace: str) -> None:
+    driver = make()
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)  # no node: never available
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    with pytest.raises(RolloutFailed, match="not rolled out after 4s"):
+        driver.wait_rollout(pending, timeout=4, holder="run-1")
+    # Four seconds of looks at the lock, each free while the watch shows no change.
+    assert _lease_requests(driver) == {"watch": 1, "get": 0, "update": 0, "create": 0}
+
+
+def test_a_lease_deleted_during_a_rollout_wait_is_taken_again_and_a_taken_one_stops_it(
+        make: Make, admin: client.ApiClient, namespace: str) -> None:
+    driver, rollback, observer = make(), make(), make()
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            driver.wait_rollout(pending, timeout=120, holder="run-1")
+        except BaseException as error:  # the test asserts what it was
+            raised.append(error)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    eventually(lambda: driver.api.requests["watch leases.coordination.k8s.io"] or None)
+    client.CoordinationV1Api(admin).delete_namespaced_lease(f"wavegate-{APP}", namespace,
+                                                            _request_timeout=TIMEOUT)
+    eventually(lambda: getattr(observer.read_lock(APP), "holder", None) == "run-1" or None)
+    rollback.acquire_lock(APP, holder="run-rollback", ttl=30, force=True)
+    waiter.join(timeout=60)
+    assert not waiter.is_alive(), "the wait went on under a lease taken by force"
+    assert len(raised) == 1 and isinstance(raised[0], Preempted), raised
+    assert "now held by run run-rollback" in str(raised[0])
+    assert driver.api.requests["watch leases.coordination.k8s.io"] == 1  # one, all along
+
+
+def test_without_watch_on_leases_a_rollout_wait_renews_its_lease_instead(
+        make: Make, admin: client.ApiClient, namespace: str) -> None:
+    rbac = DEPLOYER_RBAC.read_text()
+    assert "verbs: [get, list, watch, create, update, delete]" in rbac
+    grant(admin, namespace, rbac.replace("verbs: [get, list, watch, create, update, delete]",
+                                         "verbs: [get, create, update, delete]"))
+    driver = make("a-deployer")
+    driver.acquire_lock(APP, holder="run-1", ttl=30)
+    pending = release("1.0.0", namespace, replicas=1)
+    driver.apply(pending, holder="run-1")
+    driver.api.requests.clear()
+    with capture_logs() as logs, pytest.raises(RolloutFailed, match="not rolled out after 4s"):
+        driver.wait_rollout(pending, timeout=4, holder="run-1")
+    unavailable = [e for e in logs if e["event"] == "kube.lease_watch_unavailable"]
+    assert len(unavailable) == 1, logs
+    assert unavailable[0]["detail"] == ("a: forbidden: deployer cannot watch "
+                                        f"leases.coordination.k8s.io in namespace {namespace}")
+    requests = _lease_requests(driver)
+    assert requests["watch"] == 1  # refused
+    assert requests["update"] >= 1  # the lease renewed while the wait lasts, as before
 
 
 # --- the restricted deployer -------------------------------------------------------------
@@ -768,12 +841,21 @@ def test_a_deploy_and_a_rollback_stay_within_their_api_request_budgets(
           f"\nrollback {sum(rolled.values())} requests {dict(rolled)}")
 
     # Lease writes (take, renewals, release) grow with the time the lock is held, on a noisy
-    # machine too: the budget leaves three of them (take, one renewal, release).
-    for counted, budget in ((deployed, 20), (rolled, 20)):
-        fixed = sum(n for kind, n in counted.items() if kind != "update leases.coordination.k8s.io")
-        assert fixed + 3 <= budget, counted
-        assert counted["list secrets"] == 1  # the ledger, once per operation
-        assert counted["get deployments.apps"] == 0  # the apply's answer is where the wait starts
-        assert counted["get leases.coordination.k8s.io"] == 1  # taking the lock; no fence reads
+    # machine too: the budgets leave three of them (take, one renewal, release). The rest is
+    # pinned: the ledger listed once per operation, no GET of an object the apply answered
+    # with, no read of the lease but the take's, no dry run of the object applied first, and
+    # a deploy's rollout wait follows its lease with one WATCH (a rollback's has no holder).
+    lease_writes = "update leases.coordination.k8s.io"
+    common = {"get /version": 1, "get leases.coordination.k8s.io": 1, "list secrets": 1,
+              "create secrets": 1, "list horizontalpodautoscalers.autoscaling": 1,
+              "apply configmaps": 1, "apply services": 2, "apply deployments.apps": 2,
+              "list pods": 1, "watch pods": 1, "watch deployments.apps": 1}
+    fixed_deploy = {kind: n for kind, n in deployed.items() if kind != lease_writes}
+    fixed_rollback = {kind: n for kind, n in rolled.items() if kind != lease_writes}
+    assert fixed_deploy == {**common, "watch leases.coordination.k8s.io": 1,
+                            "patch secrets": 1}, deployed
     # A rollback also reads the release it goes back to (1 GET of its ledger Secret) and marks
-    # two revisions; it keeps its dry-run pass (nothing half-applied): 20, short of 15.
+    # two revisions (the new one verified, the replaced one rolled-back).
+    assert fixed_rollback == {**common, "get secrets": 1, "patch secrets": 2}, rolled
+    assert sum(fixed_deploy.values()) + 3 <= 20
+    assert sum(fixed_rollback.values()) + 3 <= 19  # short of 15: see the driver's docstring

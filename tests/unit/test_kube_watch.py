@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from wavegate.config.fleet import Cluster
 from wavegate.drivers import kubernetes as driver
@@ -166,3 +167,47 @@ def test_a_broken_stream_reads_as_dropped() -> None:
         for item in kubewatch.events(stream):  # type: ignore[arg-type]
             seen.append(item)
     assert len(seen) == 1  # what came before the drop is still handed over
+
+
+# --- the lease a rollout wait follows ----------------------------------------------------
+
+def lease(holder: str | None) -> dict[str, Any]:
+    spec = {"holderIdentity": holder} if holder else {}
+    return {"metadata": {"name": "wavegate-app", "resourceVersion": "9"}, "spec": spec}
+
+
+def sight() -> driver._LeaseSight:
+    api = FakeApi(lists=[], streams=[], done=queue.Queue())
+    path = "/apis/coordination.k8s.io/v1/namespaces/library/leases"
+    return driver._LeaseSight(api, path, name="wavegate-app", namespace="library", holder="run-1",
+                              version="5")
+
+
+@pytest.mark.parametrize(("kind", "payload", "changed"), [
+    pytest.param("MODIFIED", lease("run-1"), False, id="our-renewal"),
+    pytest.param("ADDED", lease("run-1"), False, id="our-retake"),
+    pytest.param("SYNC", [lease("run-1")], False, id="relisted-ours"),
+    pytest.param("MODIFIED", lease("run-2"), True, id="taken"),
+    pytest.param("MODIFIED", lease(None), True, id="released"),
+    pytest.param("DELETED", lease("run-1"), True, id="deleted"),
+    pytest.param("SYNC", [], True, id="relisted-gone"),
+])
+def test_a_lease_change_not_ours_is_kept_for_the_next_look_and_wakes_the_wait(
+        kind: str, payload: Any, changed: bool) -> None:
+    followed, woken = sight(), queue.Queue[driver.Event]()
+    followed.wakes(woken)
+    followed.put(("lease", kind, payload))
+    assert followed.changed() is changed
+    assert followed.changed() is False  # said once: the look it led to asked the API server
+    assert [event for _, event, _ in list(woken.queue)] == (["WAKE"] if changed else [])
+
+
+def test_a_lease_watch_refused_says_so_once_and_the_looks_ask_instead() -> None:
+    followed = sight()
+    with capture_logs() as logs:
+        followed.put(("lease", "ERROR", DriverError("forbidden: deployer cannot watch leases",
+                                                    cluster="prod-0")))
+        assert followed.following() is False
+        followed.stop()
+    assert [e["event"] for e in logs] == ["kube.lease_watch_unavailable"]
+    assert logs[0]["detail"] == "prod-0: forbidden: deployer cannot watch leases"
