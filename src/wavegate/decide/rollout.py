@@ -106,13 +106,14 @@ class Plan:
 
 def decide(plan: Plan, seen: Observed, now: float) -> Decision:
     working = any(status.state in WORKING for status in seen.clusters.values())
-    if working and (seen.stop or _failed(seen)):
+    failed = _failed(seen)  # once: at 1,000 clusters each look is a thousand
+    if working and (seen.stop or failed):
         return Decision()  # let running steps reach a safe point first
     if seen.stop is Ending.PREEMPTED:
         return Decision(finish=seen.stop)  # whoever took the lock owns the clusters now
     if seen.stop is Ending.ABORTED:
         return Decision(abort=True)
-    if _failed(seen):
+    if failed:
         return _on_failure(plan, seen)  # an interrupt does not skip a rollback already due
     if seen.stop is Ending.INTERRUPTED and plan.policy.on_failure != "halt":
         unwind = _unverified(seen)
@@ -249,9 +250,11 @@ def _ending_after_failure(plan: Plan, seen: Observed) -> Ending:
     return Ending.ROLLED_BACK
 
 
+_FAILURES = frozenset((State.FAILED, State.ROLLBACK_FAILED, State.ROLLED_BACK))
+
+
 def _failed(seen: Observed) -> bool:
-    return any(s.state in (State.FAILED, State.ROLLBACK_FAILED, State.ROLLED_BACK)
-               for n, s in seen.clusters.items() if n not in seen.unwound)
+    return any(s.state in _FAILURES and n not in seen.unwound for n, s in seen.clusters.items())
 
 
 def _unverified(seen: Observed) -> tuple[str, ...]:
