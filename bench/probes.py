@@ -44,7 +44,7 @@ def suite(count: int) -> checks.Suite:
 def timed_round(url: str, probes_suite: checks.Suite) -> tuple[float, float, int]:
     """Wall seconds and CPU seconds of one round through a run's keep-alive pool."""
     tokens = credentials.resolve(probes_suite)
-    client = probes.new_client(url)
+    client = probes.Client(url)
     try:
         started, cpu = time.monotonic(), time.process_time()
         result = probes.run_round(url, probes_suite, tokens, deadline=5.0, client=client)

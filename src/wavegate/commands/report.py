@@ -21,7 +21,7 @@ from wavegate.drivers.base import Driver
 from wavegate.engine import session
 from wavegate.engine import status as statuses
 from wavegate.errors import DriverError, InputError
-from wavegate.outputs import html
+from wavegate.outputs import html, journal
 from wavegate.outputs.report import RUNS_DIR, RunReport
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,7 +73,7 @@ def status_page(app: str, drivers: dict[str, Driver], *, fleet: Fleet, path: Pat
 
 def demo_page(report: RunReport) -> Path:
     """The demo's run: its journal (so `wavegate report` finds it too) and its page."""
-    report.write(session.journal_path(report.run_id))
+    journal.write(report)
     path = RUNS_DIR / f"{report.run_id}.html"
     write_page(path, html.render_run(report.to_json()), option="demo")
     return path.resolve()
@@ -150,7 +150,7 @@ def _read_report(run_id: str) -> dict[str, Any]:
     if run_id.endswith(".json") and given.is_file():
         file = given  # a report written with --report
     elif _RUN_ID.match(run_id):
-        file = session.journal_path(run_id)
+        file = journal.path(run_id)
     else:
         raise InputError(f"{run_id!r} is neither a run id nor a report file", field="RUN_ID")
     try:

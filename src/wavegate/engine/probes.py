@@ -112,7 +112,7 @@ class Clients:
             known, client = self._clients.get(cluster, (None, None))
             if client is not None and known == endpoint:
                 return client
-            self._clients[cluster] = (endpoint, new_client(endpoint))
+            self._clients[cluster] = (endpoint, Client(endpoint))
         if client is not None:
             client.close()  # the cluster's endpoint moved: its old connections lead nowhere
         return self._clients[cluster][1]
@@ -129,10 +129,6 @@ class Clients:
             clients, self._clients = [c for _, c in self._clients.values()], {}
         for client in clients:
             client.close()
-
-
-def new_client(endpoint: str) -> Client:
-    return Client(endpoint)
 
 
 @functools.cache

@@ -23,8 +23,8 @@ from wavegate import drivers
 from wavegate.config.fleet import Fleet
 from wavegate.drivers.base import Driver
 from wavegate.errors import DriverError, InputError, WavegateError
-from wavegate.outputs import html, junit, summary
-from wavegate.outputs.report import RUNS_DIR, RunReport
+from wavegate.outputs import html, journal, junit, summary
+from wavegate.outputs.report import RunReport
 
 log = structlog.get_logger(__name__)
 
@@ -86,10 +86,6 @@ def _try_connect(driver: Driver) -> DriverError | None:
     return None
 
 
-def journal_path(run_id: str) -> Path:
-    return RUNS_DIR / f"{run_id}.json"
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where a run's report goes besides its journal (`--report`, `--junit`, `--report-html`)."""
@@ -127,7 +123,7 @@ def reported(report: RunReport, work: Callable[[], object], *, outputs: Outputs,
 
 def save(report: RunReport, outputs: Outputs) -> None:
     """The journal always; --report and --junit when asked; the CI step summary when set."""
-    report.write(journal_path(report.run_id), compact=True)
+    journal.write(report)
     if outputs.report is not None:
         report.write(outputs.report)
     data = report.to_json()

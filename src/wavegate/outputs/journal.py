@@ -70,6 +70,12 @@ def keep(report: RunReport, inputs: Inputs, *,
     """Keep the journal current as the run goes, so even a SIGKILL leaves it behind."""
     report.inputs = as_dict(inputs)
     report.listen(_Keeper(report, clock).changed)
+    write(report)
+
+
+def write(report: RunReport) -> None:
+    """The run's journal as it is now, compact: json's C encoder writes it about five times
+    faster than the indenting one, and only wavegate reads it."""
     report.write(path(report.run_id), compact=True)
 
 
@@ -125,7 +131,7 @@ class _Keeper:
             started = self._clock()
             failure = None
             try:
-                self._report.write(path(self._report.run_id), compact=True)
+                write(self._report)
             except OSError as error:  # the next write tries again; an urgent caller is told
                 failure = error
             ended = self._clock()
@@ -133,7 +139,6 @@ class _Keeper:
                 self._written, self._failure = covers, failure
                 self._next_at = ended + (ended - started) * (1 / WRITE_SHARE - 1)
                 self._state.notify_all()
-
 
     def _append_baselines(self, report: RunReport) -> None:
         with self._appending:
