@@ -257,3 +257,7 @@ def refusing() -> Iterator[str]:
     with socket.socket() as bound:
         bound.bind((HOST, 0))
         yield f"http://{HOST}:{bound.getsockname()[1]}"
+
+
+async def no_pause(_seconds: float) -> None:
+    """The pause between a probe's retries, in a test: none."""

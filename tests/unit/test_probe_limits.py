@@ -47,7 +47,7 @@ def endlessly(_: loopback.Request) -> Reply:
 def one_round(server: loopback.Server, checks_suite: checks.Suite | None = None,
               deadline: float = 1.0) -> probes.Result:
     result = probes.run_round(server.url, checks_suite or suite(), {}, deadline=deadline,
-                              sleep=lambda _: None)
+                              sleep=loopback.no_pause)
     return result.results[0]
 
 

@@ -48,7 +48,7 @@ def library(request: loopback.Request) -> Reply:
 
 def round_at(endpoint: str, *, deadline: float = 30.0) -> probes.Round:
     return probes.run_round(endpoint, SUITE, TOKENS, deadline=deadline,
-                            sleep=lambda _seconds: None)
+                            sleep=loopback.no_pause)
 
 
 def test_a_correct_release_passes_and_the_token_goes_only_in_its_header(
@@ -148,7 +148,7 @@ checks:
     expect: {status: 200}
 """, Path("checks.yaml"))
     server = serve(library)
-    result = probes.run_round(server.url, twice, TOKENS, deadline=30.0, sleep=lambda _: None)
+    result = probes.run_round(server.url, twice, TOKENS, deadline=30.0, sleep=loopback.no_pause)
     sent = Counter(request.path for request in server.requests)
     assert sent["/api/spaces/space-eng"] == 1 + 3  # shared by the first two; samples are not
     assert [r.verdict.outcome for r in result.results] == [Outcome.PASS, Outcome.FAIL,
@@ -175,7 +175,7 @@ def two_rounds(server: loopback.Server, *, between: Callable[[], object]) -> lis
         for step in (lambda: None, between):
             step()
             rounds.append(probes.run_round(server.url, suite, {}, deadline=30.0,
-                                           sleep=lambda _: None,
+                                           sleep=loopback.no_pause,
                                            client=clients.get("c0", server.url)))
     finally:
         clients.close()

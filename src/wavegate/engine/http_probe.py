@@ -3,34 +3,33 @@
 A socket timeout bounds each read, so an endpoint that trickles a byte just under it holds a
 request for as long as it likes, and a body read whole can be of any size. Here the body is
 read as it comes and counted: past `max_body` bytes, or past `deadline` seconds from the start
-(connect, headers and body together), the answer is `Unreadable` and the connection is dropped,
-never drained. Compression is declined up front (`Accept-Encoding: identity`); a server that
-compresses anyway is decoded under the same byte limit, so a small gzip bomb cannot grow in
-memory either.
+(waiting for a connection, connect, headers and body together), the answer is `Unreadable` and
+the connection is dropped, never drained. Compression is declined up front
+(`Accept-Encoding: identity`); a server that compresses anyway is decoded under the same byte
+limit, so a small gzip bomb cannot grow in memory either.
 
-The deadline is made total by one watchdog thread for the whole process: past an exchange's
-deadline it shuts its socket down, which ends whatever read or write is blocked on it. Each
+Every probe of the process is sent from one asyncio event loop in one thread (`run`), and each
 cluster's `Pool` keeps its connections open between probes and rounds (HTTP/1.1 keep-alive).
-This sits on the standard library's `http.client`, not httpx: a 1,000-cluster run sends about
-40,000 probes, and httpx's per-request machinery plus a thread per exchange cost about 1.5 ms
-of CPU each, against about 0.2 ms here. This module only sends and reads; judging the answer
-is `verdict.judge`.
+A 1,000-cluster run sends about 40,000 probes: with a thread per probe in flight, those threads
+taking turns at the interpreter lock cost more CPU than the probes (about 1 ms each in a run),
+where one loop sends them for about 0.1 ms. The deadline is the loop's timeout around the
+whole exchange. The HTTP/1.1 client is the few lines a probe needs (a request, a status line,
+headers, a body by length, chunks or to the end), not a general one: no redirects, no proxy,
+no cookies. This module only sends and reads; judging the answer is `verdict.judge`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import http.client
-import itertools
-import select
+import asyncio
+import os
+import re
 import socket
 import ssl
 import threading
-import time
 import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from wavegate import __version__
@@ -38,16 +37,31 @@ from wavegate.config import durations, sizes
 from wavegate.decide.verdict import Response, TransportError, Unreadable
 
 Answer = Response | TransportError | Unreadable
+T = TypeVar("T")
 CHUNK = 65536
+HEAD_LIMIT = 65536  # bytes of status line and headers; more is no answer a probe can judge
 USER_AGENT = f"wavegate/{__version__}"
 _GZIP, _ZLIB = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS
 _ENCODINGS = {"": None, "identity": None, "gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
-# A kept connection the server closed meanwhile fails before any answer: sent again, once.
-# Reads time out this long after the deadline, so the watchdog ends a late exchange (its
-# detail names the deadline) and the socket's own timeout is only there should it not.
-_BACKSTOP = 1.0
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-          ConnectionAbortedError)
+_LINE_BREAK = re.compile(r"[\r\n\0]")  # in a header or the path: a second request smuggled in
+
+
+class _Malformed(Exception):
+    """The endpoint's bytes are not an HTTP/1.x answer."""
+
+
+class _TooLarge(Exception):
+    """The decoded body passed the probe's limit."""
+
+
+class _Closed(_Malformed):
+    """The connection ended before any byte of an answer came back."""
+
+
+# A kept connection the server closed while it sat idle fails before any answer: sent again,
+# once, on a new connection.
+_STALE = (_Closed, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_FAILURES = (OSError, EOFError, ValueError, asyncio.LimitOverrunError, _Malformed)
 
 
 @dataclass(frozen=True)
@@ -56,9 +70,29 @@ class Limits:
     max_body: int  # bytes of (decoded) body
 
 
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def still_open(self) -> bool:
+        """Not closed by the server while idle (its end of file is already read)."""
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class _Seen:
+    """What one exchange got so far: the status names a late or oversized answer."""
+
+    status: int | None = None
+
+
 class Pool:
-    """One cluster's keep-alive connections to its endpoint, at most `size` open at once;
-    safe to share between the threads of a round."""
+    """One cluster's keep-alive connections to its endpoint, at most `size` in use at once.
+    `send` runs on the probe loop (`run`); `close` may be called from any thread."""
 
     def __init__(self, endpoint: str, *, size: int, tls: ssl.SSLContext) -> None:
         parts = urlsplit(endpoint)
@@ -66,147 +100,222 @@ class Pool:
         self._scheme, self._host = parts.scheme, parts.hostname or ""
         self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
-        self._slots = threading.BoundedSemaphore(size)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._guard = threading.Lock()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._authority = host if parts.port is None else f"{host}:{self._port}"
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Connection] = []
         self._closed = False
 
-    def send(self, method: str, target: str, *, headers: Mapping[str, str], limits: Limits,
-             content: bytes | None = None) -> Answer:
+    async def send(self, method: str, target: str, *, headers: Mapping[str, str],
+                   limits: Limits, content: bytes | None = None) -> Answer:
         """The answer to one request, or why there is none within `limits`."""
         if self._scheme not in ("http", "https") or not self._host:
             return TransportError(f"UnsupportedProtocol (cannot send to {self._scheme}://)")
-        headers = {"User-Agent": USER_AGENT, **headers, "Accept-Encoding": "identity"}
-        with _deadline(limits.deadline) as timer:
-            if not self._slots.acquire(timeout=max(timer.left(), 0.0)):
-                return Unreadable(_late(limits))
-            try:
-                return self._exchange(method, self._prefix + target, headers, limits, content,
-                                      timer)
-            finally:
-                self._slots.release()
+        try:
+            request = self._request(method, self._prefix + target, headers, content)
+        except ValueError as error:
+            return TransportError(f"LocalProtocolError ({error})")
+        seen = _Seen()
+        try:
+            async with asyncio.timeout(limits.deadline), self._slots:
+                return await self._exchange(request, method == "HEAD", limits, seen)
+        except TimeoutError:  # the exchange was cancelled, and its connection closed
+            return Unreadable(_late(limits), status=seen.status)
 
     def close(self) -> None:
-        with self._guard:
-            idle, self._idle, self._closed = self._idle, [], True
+        """Close the kept connections; one in use closes when its exchange ends."""
+        self._closed = True
+        _loop.call_soon(self._close_idle)
+
+    def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
 
-    def _exchange(self, method: str, target: str, headers: dict[str, str], limits: Limits,
-                  content: bytes | None, timer: _Timer) -> Answer:
-        connection, kept = self._connection()
-        response: http.client.HTTPResponse | None = None
-        try:
+    async def _exchange(self, request: bytes, head_only: bool, limits: Limits,
+                        seen: _Seen) -> Answer:
+        connection = self._kept()
+        if connection is not None:
             try:
-                response = self._ask(connection, method, target, headers, content, timer)
-            except _STALE:
-                if not kept or timer.expired:
-                    raise
-                connection.close()
-                connection, kept = self._new(), False
-                response = self._ask(connection, method, target, headers, content, timer)
-            answer = _read(response, limits, timer)
-            response.close()  # read to its end or given up: the connection may send again
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            failure = _failed(error, connected=connection.sock is not None)
-            late = _watchdog.finish(timer) or timer.passed
+                return await self._ask(connection, request, head_only, limits, seen)
+            except _STALE as error:
+                if seen.status is not None:
+                    return _failed(error, connected=True)
+            except _FAILURES as error:
+                return _failed(error, connected=True)
+        try:
+            connection = await self._connect()
+        except OSError as error:
+            return _failed(error, connected=False)
+        try:
+            return await self._ask(connection, request, head_only, limits, seen)
+        except _FAILURES as error:
+            return _failed(error, connected=True)
+
+    async def _ask(self, connection: _Connection, request: bytes, head_only: bool,
+                   limits: Limits, seen: _Seen) -> Answer:
+        """Send and read one exchange; the connection is kept for the next only if its answer
+        was read to its end and the server did not say it closes."""
+        try:
+            connection.writer.write(request)
+            answer, reusable = await _response(connection.reader, head_only, limits, seen)
+        except BaseException:  # a failure, or the deadline's cancel: never drained, dropped
             connection.close()
-            status = response.status if response is not None else None
-            return Unreadable(_late(limits), status=status) if late else failure
-        late = _watchdog.finish(timer)  # from here the watchdog leaves this socket alone
-        if isinstance(answer, Response) and not response.will_close and not late:
-            self._keep(connection)
+            raise
+        if reusable and not self._closed:
+            self._idle.append(connection)
         else:
-            connection.close()  # never drained: whatever the endpoint still sends is dropped
+            connection.close()
         return answer
 
-    def _ask(self, connection: http.client.HTTPConnection, method: str, target: str,
-             headers: dict[str, str], content: bytes | None,
-             timer: _Timer) -> http.client.HTTPResponse:
-        if connection.sock is None:
-            self._connect(connection, timer)
-        else:
-            connection.sock.settimeout(timer.left() + _BACKSTOP)
-            timer.arm(connection.sock)
-        connection.request(method, target, body=content, headers=headers)
-        return connection.getresponse()
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(
+            self._host, self._port, ssl=self._tls, limit=HEAD_LIMIT,
+            server_hostname=self._host if self._tls else None)
+        return _Connection(reader, writer)  # asyncio turns Nagle off: no 40 ms per request
 
-    def _connect(self, connection: http.client.HTTPConnection, timer: _Timer) -> None:
-        raw = socket.create_connection((self._host, self._port), timeout=max(timer.left(), 0.001))
-        timer.arm(raw)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms per request
-        raw.settimeout(timer.left() + _BACKSTOP)
-        sock = self._tls.wrap_socket(raw, server_hostname=self._host) if self._tls else raw
-        timer.arm(sock)
-        connection.sock = sock
-
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """A kept connection still open (and whether it was kept), or a new one."""
-        while True:
-            with self._guard:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                return self._new(), False
-            if _still_open(connection):
-                return connection, True
+    def _kept(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.still_open():
+                return connection
             connection.close()
+        return None
 
-    def _new(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self._host, self._port)  # connected by `_connect`
-
-    def _keep(self, connection: http.client.HTTPConnection) -> None:
-        with self._guard:
-            if not self._closed:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-
-def _still_open(connection: http.client.HTTPConnection) -> bool:
-    """An idle connection the server has not closed: nothing to read on it yet. (poll, not
-    select: a large fleet's sockets pass select's 1,024 file descriptors.)"""
-    sock = connection.sock
-    if sock is None:
-        return False
-    waiting = select.poll()
-    waiting.register(sock, select.POLLIN)
-    return not waiting.poll(0)
+    def _request(self, method: str, target: str, headers: Mapping[str, str],
+                 content: bytes | None) -> bytes:
+        fields = {"Host": self._authority, "User-Agent": USER_AGENT, **headers,
+                  "Accept-Encoding": "identity"}
+        if content is not None or method in ("POST", "PUT", "PATCH"):
+            fields["Content-Length"] = str(len(content or b""))
+        if " " in target or _LINE_BREAK.search("".join((target, *fields, *fields.values()))):
+            # Never the value itself: it may be the Authorization header.
+            raise ValueError("a header or the path holds a line break or a space")
+        lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items())]
+        text = "\r\n".join(lines)
+        try:
+            return (text + "\r\n\r\n").encode("latin-1") + (content or b"")
+        except UnicodeEncodeError:
+            raise ValueError("a header holds a character outside Latin-1") from None
 
 
-def _read(response: http.client.HTTPResponse, limits: Limits, timer: _Timer) -> Answer:
-    status = response.status
-    encoding = (response.getheader("content-encoding") or "").strip().lower()
+async def _response(reader: asyncio.StreamReader, head_only: bool, limits: Limits,
+                    seen: _Seen) -> tuple[Answer, bool]:
+    """The answer and whether the connection may carry another request."""
+    status, version, fields = await _head(reader)
+    seen.status = status
+    encoding = fields.get("content-encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
         return Unreadable(f"response in an encoding probes do not read: {encoding[:40]}",
-                          status=status)
+                          status=status), False
     body = _Body(limits.max_body, _ENCODINGS[encoding])
     try:
-        while chunk := response.read1(CHUNK):
-            if timer.passed:
-                return Unreadable(_late(limits), status=status)
-            if not body.take(chunk):
-                return _too_large(limits, status)
-        if not body.finish():
-            return _too_large(limits, status)
+        framed = await _read_body(reader, body, status=status, fields=fields,
+                                  head_only=head_only)
+        body.finish()
+    except _TooLarge:
+        return _too_large(limits, status), False
     except zlib.error:
-        return Unreadable(f"response body does not decode as {encoding}", status=status)
-    if timer.passed:
-        return Unreadable(_late(limits), status=status)
-    return Response(status=status, body=bytes(body.data))
+        return Unreadable(f"response body does not decode as {encoding}", status=status), False
+    return Response(status=status, body=bytes(body.data)), framed and _keeps_alive(version,
+                                                                                   fields)
+
+
+async def _head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str]]:
+    """Status, HTTP version and headers (names lowercased), past any 1xx interim answer."""
+    while True:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as error:
+            if error.partial:
+                raise _Malformed("connection closed in the middle of the answer's head") \
+                    from None
+            raise _Closed("remote end closed connection without response") from None
+        except asyncio.LimitOverrunError:
+            raise _Malformed(f"answer's head over {sizes.format(HEAD_LIMIT)}") from None
+        status_line, *lines = raw.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise _Malformed("not an HTTP/1.x status line")
+        if not 100 <= int(code) < 200:
+            return int(code), version, _fields(lines)
+
+
+def _fields(lines: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _Malformed("a header line without a colon")
+        name, value = name.strip().lower(), value.strip()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
+
+
+async def _read_body(reader: asyncio.StreamReader, body: _Body, *, status: int,
+                     fields: Mapping[str, str], head_only: bool) -> bool:
+    """Read the body into `body` by the way it is framed; whether it ended where it said (a
+    body read to the connection's end leaves no connection to keep)."""
+    if head_only or status in (204, 304):
+        return True
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        await _chunked(reader, body)
+        return True
+    if "content-length" in fields:
+        await _exactly(reader, body, int(fields["content-length"]))
+        return True
+    while chunk := await reader.read(CHUNK):
+        body.take(chunk)
+    return False
+
+
+async def _chunked(reader: asyncio.StreamReader, body: _Body) -> None:
+    while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+        await _exactly(reader, body, size)
+        if await reader.readexactly(2) != b"\r\n":
+            raise _Malformed("a chunk longer than its size")
+    while await reader.readuntil(b"\r\n") != b"\r\n":
+        pass  # trailers: nothing a probe judges
+
+
+async def _exactly(reader: asyncio.StreamReader, body: _Body, length: int) -> None:
+    """`length` bytes of body, taken as they come (never more than CHUNK at once in memory
+    beyond the body), so a declared length past the limit stops at the limit."""
+    if length < 0:
+        raise _Malformed("a negative length")
+    while length:
+        chunk = await reader.read(min(length, CHUNK))
+        if not chunk:
+            raise _Malformed("connection closed before the body's end")
+        length -= len(chunk)
+        body.take(chunk)
+
+
+def _keeps_alive(version: str, fields: Mapping[str, str]) -> bool:
+    connection = fields.get("connection", "").lower()
+    return "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
 
 
 def _failed(error: BaseException, *, connected: bool) -> TransportError:
     """httpx's names for what went wrong, which reports have always shown."""
-    if isinstance(error, TimeoutError):
-        name = "ReadTimeout" if connected else "ConnectTimeout"
-    elif isinstance(error, http.client.HTTPException):
-        name = "RemoteProtocolError"
-    elif isinstance(error, OSError):
+    if isinstance(error, OSError):
         name = "ReadError" if connected else "ConnectError"
     else:
-        name = type(error).__name__
-    text = getattr(error, "strerror", None) or str(error)
+        name = "RemoteProtocolError"
+    text = _reason(error)
     return TransportError(name + (f" ({text[:120]})" if text else ""))
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong in the system's words: asyncio words a refused connection "Connect call
+    failed ('127.0.0.1', 9)", where the errno says "Connection refused"."""
+    if isinstance(error, OSError) and not isinstance(error, ssl.SSLError | socket.gaierror) \
+            and error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)
+    return getattr(error, "strerror", None) or str(error)
 
 
 def _late(limits: Limits) -> str:
@@ -224,111 +333,59 @@ class _Body:
         self.limit, self.data = limit, bytearray()
         self._inflate = zlib.decompressobj(wbits) if wbits is not None else None
 
-    def take(self, chunk: bytes) -> bool:
-        """Add a raw chunk; False once the body is over the limit."""
-        if self._inflate is None:
+    def take(self, chunk: bytes) -> None:
+        """Add a raw chunk; `_TooLarge` once the body is over the limit."""
+        inflate, pending = self._inflate, chunk
+        if inflate is None:
             self.data += chunk
-            return len(self.data) <= self.limit
-        pending = chunk
-        while pending:
+        while inflate is not None and pending and len(self.data) <= self.limit:
             # max_length keeps a highly compressed chunk from expanding past the limit at once.
-            self.data += self._inflate.decompress(pending, self.limit + 1 - len(self.data))
-            if len(self.data) > self.limit:
-                return False
-            pending = self._inflate.unconsumed_tail
-        return True
+            self.data += inflate.decompress(pending, self.limit + 1 - len(self.data))
+            pending = inflate.unconsumed_tail
+        if len(self.data) > self.limit:
+            raise _TooLarge
 
-    def finish(self) -> bool:
+    def finish(self) -> None:
         if self._inflate is not None:
             self.data += self._inflate.flush(self.limit + 1 - len(self.data))
-        return len(self.data) <= self.limit
+        if len(self.data) > self.limit:
+            raise _TooLarge
 
 
-@dataclass(order=True)
-class _Timer:
-    """One exchange's deadline, and the socket the watchdog shuts down when it passes."""
-
-    at: float
-    order: int
-    sock: socket.socket | None = field(default=None, compare=False)
-    expired: bool = field(default=False, compare=False)
-    done: bool = field(default=False, compare=False)
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-    @property
-    def passed(self) -> bool:
-        return self.expired or self.left() <= 0
-
-    def arm(self, sock: socket.socket) -> None:
-        self.sock = sock
-        if self.expired:  # passed while connecting: end it now, not at the next read
-            _shut(sock)
-
-
-class _Watchdog:
-    """The one thread that ends exchanges past their deadline, for the whole process: a
-    thread per exchange cost more than the exchange itself."""
+class _ProbeLoop:
+    """The event loop every probe of the process is sent from, in its own daemon thread,
+    started by the first probe."""
 
     def __init__(self) -> None:
-        self._timers: list[_Timer] = []
-        self._wake = threading.Condition()
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard = threading.Lock()
 
-    def start(self, seconds: float) -> _Timer:
-        timer = _Timer(at=time.monotonic() + seconds, order=next(self._order))
-        with self._wake:
-            heapq.heappush(self._timers, timer)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="probe-deadlines",
-                                                daemon=True)
-                self._thread.start()
-            elif self._timers[0] is timer:
-                self._wake.notify()  # sooner than what the watchdog sleeps until
-        return timer
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._started()).result()
 
-    def finish(self, timer: _Timer) -> bool:
-        """The exchange is over: its socket is its own again (to keep or close). Whether the
-        watchdog ended it first."""
-        with self._wake:
-            timer.done = True
-            return timer.expired
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """`callback` on the loop; nothing to do where no probe was ever sent."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(callback)
 
-    def _watch(self) -> None:
-        while True:
-            with self._wake:
-                while self._timers and self._timers[0].done:
-                    heapq.heappop(self._timers)
-                if not self._timers:
-                    self._wake.wait()
-                    continue
-                left = self._timers[0].left()
-                if left > 0:
-                    self._wake.wait(left)
-                    continue
-                timer = heapq.heappop(self._timers)
-                timer.expired = True
-                if timer.sock is not None:
-                    # Under the lock: `finish` cannot hand the socket back meanwhile.
-                    _shut(timer.sock)
+    def forget(self) -> None:
+        """In a forked child: the loop's thread stayed in the parent."""
+        self._loop, self._guard = None, threading.Lock()
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._guard:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="probes", daemon=True).start()
+                self._loop = loop
+            return self._loop
 
 
-def _shut(sock: socket.socket) -> None:
-    # The plain socket's shutdown, even under TLS: it ends a blocked read without touching
-    # the TLS state another thread is using. Already closed: nothing left to end.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+_loop = _ProbeLoop()
+os.register_at_fork(after_in_child=_loop.forget)
 
 
-_watchdog = _Watchdog()
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[_Timer]:
-    timer = _watchdog.start(seconds)
-    try:
-        yield timer
-    finally:
-        _watchdog.finish(timer)
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run probes (`Pool.send` and what awaits it) on the probe loop; wait for the result."""
+    return _loop.run(coroutine)

@@ -14,12 +14,12 @@ reads the CA bundle again, tens of milliseconds of CPU per cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
 PARALLEL_PROBES = 8
+Sleep = Callable[[float], Awaitable[None]]  # the pause between retries, on the probe loop
 NO_RETRY_REQUEST_DEADLINE = 1.0  # a round with no time for retries still sends each probe once
 
 
@@ -73,23 +74,13 @@ class Round:
 
 
 class Client:
-    """What sends one cluster's probes: its keep-alive connections, and the threads that send
-    a round's probes in parallel. Both outlive a round: a round used to start its own threads,
-    and at 1,000 clusters starting threads (each start scans every live thread) cost more
-    CPU than the probes they sent."""
+    """One cluster's keep-alive connections, kept for as long as a run lasts: every round
+    reuses the connections the previous ones opened."""
 
     def __init__(self, endpoint: str) -> None:
         self.pool = http_probe.Pool(endpoint, size=PARALLEL_PROBES, tls=_tls_context())
-        self._senders = ThreadPoolExecutor(max_workers=PARALLEL_PROBES,
-                                           thread_name_prefix="probe")
-
-    def map(self, send: Callable[[Probe], Result], probes: list[Probe]) -> list[Result]:
-        if len(probes) <= 1:
-            return [send(probe) for probe in probes]  # no thread to wake for one probe
-        return list(self._senders.map(send, probes))
 
     def close(self) -> None:
-        self._senders.shutdown(wait=False)  # idle: their threads end at once
         self.pool.close()
 
     def __enter__(self) -> Client:
@@ -139,12 +130,13 @@ def _tls_context() -> ssl.SSLContext:
 
 def run_round(
     endpoint: str, suite: Suite, tokens: Mapping[str, str | None], *, deadline: float,
-    baseline: drift.Baseline | None = None, sleep: Callable[[float], None] | None = None,
+    baseline: drift.Baseline | None = None, sleep: Sleep | None = None,
     client: Client | None = None,
 ) -> Round:
     """Send every probe of `suite` to `endpoint`; retries end at `deadline` seconds. Its
     access_drift checks are judged against `baseline` (those it was taken for, if given).
-    `client` (from `Clients`) reuses a run's connections; without one the round opens its own."""
+    `client` (from `Clients`) reuses a run's connections; without one the round opens its own.
+    `sleep` stands in for the pause between retries (a test's returns at once)."""
     extra = drift.round_probes(baseline) if baseline else drift.unbaselined(suite.drifts)
     return send_all(endpoint, suite.probes + extra, tokens, deadline=deadline, sleep=sleep,
                     client=client)
@@ -152,8 +144,7 @@ def run_round(
 
 def send_all(
     endpoint: str, probes: tuple[Probe, ...], tokens: Mapping[str, str | None], *,
-    deadline: float, sleep: Callable[[float], None] | None = None,
-    client: Client | None = None,
+    deadline: float, sleep: Sleep | None = None, client: Client | None = None,
 ) -> Round:
     """Send `probes` in parallel, each retried while its verdict is retryable. Identical
     requests (same principal, request and body limit, one sample) are sent once and their
@@ -163,14 +154,10 @@ def send_all(
         with Client(endpoint) as own:
             return send_all(endpoint, probes, tokens, deadline=deadline, sleep=sleep,
                             client=own)
-    failed = threading.Event()
     asked = _first_asker(probes)
     sent = [probe for index, probe in enumerate(probes) if asked[index] == index]
-
-    def probe_once(probe: Probe) -> Result:
-        return _probe_with_retries(client, probe, tokens, deadline, failed, sleep)
-
-    answered = dict(zip((id(probe) for probe in sent), client.map(probe_once, sent),
+    sender = _Sender(client.pool, tokens, deadline, sleep or asyncio.sleep)
+    answered = dict(zip((id(probe) for probe in sent), http_probe.run(sender.each(sent)),
                         strict=True))
     return Round(tuple(_shared(probe, answered[id(probes[asked[index]])])
                        for index, probe in enumerate(probes)))
@@ -195,78 +182,82 @@ def _shared(probe: Probe, sent: Result) -> Result:
     return replace(sent, probe=probe, verdict=verdict)
 
 
-def _probe_with_retries(
-    client: Client, probe: Probe, tokens: Mapping[str, str | None], deadline: float,
-    failed: threading.Event, sleep: Callable[[float], None] | None,
-) -> Result:
-    started = time.monotonic()
-    first = _sampled(client.pool, probe, tokens, deadline)
-    if first[0].retryable:
-        return _retried(client, probe, tokens, deadline, failed, sleep, first,
-                        left=deadline - (time.monotonic() - started))
-    if first[0].outcome is Outcome.FAIL:
-        failed.set()
-    return Result(probe=probe, verdict=first[0], attempts=1, answer=first[1])
+class _Sender:
+    """One round's probes to one cluster, on the probe loop (`http_probe.run`): each sent,
+    judged, and retried while its verdict is retryable, until the round's deadline or until
+    any probe fails (a failure is acted on at once)."""
 
+    def __init__(self, pool: http_probe.Pool, tokens: Mapping[str, str | None],
+                 deadline: float, sleep: Sleep) -> None:
+        self.pool, self.tokens, self.deadline, self.sleep = pool, tokens, deadline, sleep
+        self.failed = threading.Event()  # what tenacity's stop_when_event_set reads
+        self.request_deadline = deadline if deadline > 0 else NO_RETRY_REQUEST_DEADLINE
 
-def _retried(
-    client: Client, probe: Probe, tokens: Mapping[str, str | None], deadline: float,
-    failed: threading.Event, sleep: Callable[[float], None] | None,
-    first: tuple[Verdict, http_probe.Answer], *, left: float,
-) -> Result:
-    """A probe whose first answer calls for a retry, retried by tenacity from that answer
-    (a Retrying per probe cost more than most exchanges, so only these build one)."""
-    answers = iter([first])
+    async def each(self, probes: list[Probe]) -> list[Result]:
+        return await asyncio.gather(*(self.probe(probe) for probe in probes))
 
-    def attempt() -> tuple[Verdict, http_probe.Answer]:
-        return next(answers, None) or _sampled(client.pool, probe, tokens, deadline)
+    async def probe(self, probe: Probe) -> Result:
+        started = time.monotonic()
+        first = await self.sampled(probe)
+        if first[0].retryable:
+            return await self.retried(probe, first,
+                                      left=self.deadline - (time.monotonic() - started))
+        if first[0].outcome is Outcome.FAIL:
+            self.failed.set()
+        return Result(probe=probe, verdict=first[0], attempts=1, answer=first[1])
 
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_result(lambda judged: judged[0].retryable),
-        stop=tenacity.stop_after_delay(left) | tenacity.stop_when_event_set(failed),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
-        before_sleep=_log_retry(probe),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        sleep=sleep or tenacity.nap.sleep,
-    )
-    verdict, answer = retrying(attempt)
-    if verdict.outcome is Outcome.FAIL:
-        failed.set()
-    attempts = retrying.statistics.get("attempt_number", 1)
-    return Result(probe=probe, verdict=verdict, attempts=attempts, answer=answer)
+    async def retried(self, probe: Probe, first: tuple[Verdict, http_probe.Answer], *,
+                      left: float) -> Result:
+        """A probe whose first answer calls for a retry, retried by tenacity from that answer
+        (a Retrying per probe cost more than most exchanges, so only these build one)."""
+        answers = iter([first])
 
+        async def attempt() -> tuple[Verdict, http_probe.Answer]:
+            return next(answers, None) or await self.sampled(probe)
 
-def _sampled(client: http_probe.Pool, probe: Probe, tokens: Mapping[str, str | None],
-             deadline: float) -> tuple[Verdict, http_probe.Answer]:
-    """`samples` answers (behind an ingress, from different replicas): the first that does
-    not pass is the verdict, since one replica that leaks is a leak."""
-    for _ in range(probe.samples):
-        answer = _send(client, probe, tokens, deadline)
-        verdict = judge(probe, answer)
-        if verdict.outcome is not Outcome.PASS:
-            break
-    return verdict, answer
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_result(lambda judged: judged[0].retryable),
+            stop=tenacity.stop_after_delay(left) | tenacity.stop_when_event_set(self.failed),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            before_sleep=_log_retry(probe),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=self.sleep,
+        )
+        judged: tuple[Verdict, http_probe.Answer] = await retrying(attempt)
+        verdict, answer = judged
+        if verdict.outcome is Outcome.FAIL:
+            self.failed.set()
+        attempts = retrying.statistics.get("attempt_number", 1)
+        return Result(probe=probe, verdict=verdict, attempts=attempts, answer=answer)
 
+    async def sampled(self, probe: Probe) -> tuple[Verdict, http_probe.Answer]:
+        """`samples` answers (behind an ingress, from different replicas): the first that
+        does not pass is the verdict, since one replica that leaks is a leak."""
+        for _ in range(probe.samples):
+            answer = await self.send(probe)
+            verdict = judge(probe, answer)
+            if verdict.outcome is not Outcome.PASS:
+                break
+        return verdict, answer
 
-def _send(client: http_probe.Pool, probe: Probe, tokens: Mapping[str, str | None],
-          deadline: float) -> http_probe.Answer:
-    limits = http_probe.Limits(deadline=deadline if deadline > 0 else NO_RETRY_REQUEST_DEADLINE,
-                               max_body=probe.max_body)
-    name = probe.principal.name if probe.principal else None
-    token = tokens.get(name) if name else None
-    answer = _exchange(client, probe, token, limits)
-    # A token rotated since it was read is refused once, not counted: read it again, resend.
-    fresh = credentials.refreshed(tokens, name, token) \
-        if name and token and getattr(answer, "status", None) == 401 else None
-    return _exchange(client, probe, fresh, limits) if fresh else answer
+    async def send(self, probe: Probe) -> http_probe.Answer:
+        name = probe.principal.name if probe.principal else None
+        token = self.tokens.get(name) if name else None
+        answer = await self.exchange(probe, token)
+        if not (name and token and getattr(answer, "status", None) == 401):
+            return answer
+        # A token rotated since it was read is refused once, not counted: read it again (a
+        # file or a command: off the loop), resend.
+        fresh = await asyncio.to_thread(credentials.refreshed, self.tokens, name, token)
+        return await self.exchange(probe, fresh) if fresh else answer
 
-
-def _exchange(client: http_probe.Pool, probe: Probe, token: str | None,
-              limits: http_probe.Limits) -> http_probe.Answer:
-    request = probe.request
-    headers = {**dict(request.headers), **_headers(token, json_body=request.body is not None)}
-    return client.send(request.method, request.target, headers=headers, limits=limits,
-                       content=request.body.encode() if request.body is not None else None)
+    async def exchange(self, probe: Probe, token: str | None) -> http_probe.Answer:
+        request = probe.request
+        headers = {**dict(request.headers), **_headers(token, json_body=request.body is not None)}
+        limits = http_probe.Limits(deadline=self.request_deadline, max_body=probe.max_body)
+        return await self.pool.send(
+            request.method, request.target, headers=headers, limits=limits,
+            content=request.body.encode() if request.body is not None else None)
 
 
 def _headers(token: str | None, *, json_body: bool = False) -> dict[str, str]:
