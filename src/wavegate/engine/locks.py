@@ -27,7 +27,10 @@ from wavegate.errors import DriverError, LockHeld, Preempted, WavegateError
 
 log = structlog.get_logger(__name__)
 DEFAULT_TTL = 30.0
-MAX_WORKERS = 32  # clusters asked at once; a hung one holds a single worker
+# Clusters one command talks to at once, a thread each: never a thread per cluster of a large
+# fleet, and enough that 1,000 locks take a few round trips, not thirty; a hung cluster holds
+# one worker.
+MAX_WORKERS = 128
 
 
 class Locks:

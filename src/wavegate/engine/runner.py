@@ -42,7 +42,7 @@ from wavegate.decide import drift, ledger, rollout
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import Decision, Ending, Observed, State
 from wavegate.drivers.base import Driver
-from wavegate.engine import baselines, probes, restore
+from wavegate.engine import baselines, locks, probes, restore
 from wavegate.engine import ledger_writes as ledgerio
 from wavegate.engine.notify import Notifier
 from wavegate.errors import (
@@ -66,9 +66,6 @@ EXIT_CODES = {Ending.SUCCEEDED: EXIT_OK, Ending.ROLLED_BACK: EXIT_ROLLED_BACK,
               Ending.PREEMPTED: EXIT_LOCKED, Ending.PAUSED: EXIT_PAUSED,
               Ending.ABORTED: EXIT_ROLLED_BACK}
 _POLL = 0.2  # how often a waiting loop looks at the stop flag
-# Worker threads of a run: a wave's max_parallel, never one per cluster of a large fleet (each
-# worker's check round runs its own few probe threads).
-MAX_WORKERS = 128
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ class Runner:
 
     def _pool_size(self) -> int:
         widest = max((wave.max_parallel for wave in self.fleet.waves), default=1)
-        return max(1, min(len(self.targets), widest, MAX_WORKERS))
+        return max(1, min(len(self.targets), widest, locks.MAX_WORKERS))
 
     def stop(self, why: Ending) -> None:
         """Ask the run to stop at its next safe point (signal handlers, lost locks)."""
