@@ -33,7 +33,11 @@ from wavegate.decide.verdict import Outcome, Verdict, expected, judge
 from wavegate.engine import credentials, http_probe
 
 log = structlog.get_logger(__name__)
-PARALLEL_PROBES = 8
+# Probes in flight to one cluster, each on a connection of its own: enough that a round of 40
+# probes takes ten round trips, not forty; few enough that a run does not open (over TLS:
+# handshake) and hold more than four connections per cluster, nor ask one cluster's app to
+# answer more than four at once.
+PARALLEL_PROBES = 4
 Sleep = Callable[[float], Awaitable[None]]  # the pause between retries, on the probe loop
 NO_RETRY_REQUEST_DEADLINE = 1.0  # a round with no time for retries still sends each probe once
 
