@@ -18,6 +18,8 @@ What is measured, for a deploy of 1.1.0 over a verified 1.0.0 in five waves (bak
                      orchestrator: two round trips)
     cpu_s            CPU seconds this process spent in prepare and run: steadier than wall
                      time where other work shares the machine
+    servers_cpu_s    CPU seconds the two library_app processes spent answering every
+                     cluster's probes (each real cluster answers its own, on its own machine)
 Nothing here asserts: the table says which goals are met on this machine.
 """
 
@@ -192,11 +194,13 @@ def measure(clusters: int, *, waves: int, max_parallel: int, model: simfleet.Mod
         run_s = time.monotonic() - started
         os.chdir(REPO)
         cpu_s = time.process_time() - cpu - round_cpu
+    servers_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # ended with the block above
     path_s = critical_path(fleet, model, round_s)
     return {"clusters": clusters, "prepare_s": round(prepare_s, 3), "run_s": round(run_s, 3),
             "critical_path_s": round(path_s, 3), "overhead_s": round(run_s - path_s, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "exit_code": code, "cpu_s": round(cpu_s, 2), "check_round_s": round(round_s, 4),
+            "servers_cpu_s": round(servers_cpu.ru_utime + servers_cpu.ru_stime, 2),
             "api_calls_per_cluster": round(sum(meter.calls.values()) / clusters, 2),
             "locks_s": round(meter.span("acquire_lock") + meter.span("release_lock"), 3)}
 

@@ -85,7 +85,9 @@ class LibraryServer(ThreadingHTTPServer):
 
     # The default backlog of 5 drops connections when a checker sends a burst of probes in
     # parallel; the dropped SYN is retried by the kernel a second later, which looks like a hang.
-    request_queue_size = 128
+    # One server behind a shared front door (the fleet-scale bench: a hundred clusters' rounds
+    # at once) takes hundreds of connections in a burst; the kernel caps this at somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
