@@ -213,13 +213,13 @@ def sweep(sizes: list[int], extra: list[str]) -> None:
                               check=True, capture_output=True, text=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"{'clusters':>8} {'prepare_s':>10} {'run_s':>8} {'critical':>9} {'overhead':>9} "
-          f"{'per cluster':>12} {'locks_s':>8} {'cpu_s':>6} {'rss_mb':>7} {'api/cl':>7} "
-          f"{'exit':>5}")
+          f"{'per cluster':>12} {'locks_s':>8} {'cpu_s':>6} {'srv_cpu':>8} {'rss_mb':>7} "
+          f"{'api/cl':>7} {'exit':>5}")
     for row in rows:
         print(f"{row['clusters']:>8} {row['prepare_s']:>10.2f} {row['run_s']:>8.2f} "
               f"{row['critical_path_s']:>9.2f} {row['overhead_s']:>9.2f} "
               f"{row['overhead_s'] / row['clusters']:>11.4f}s {row['locks_s']:>8.2f} "
-              f"{row['cpu_s']:>6.2f} {row['peak_rss_mb']:>7.0f} "
+              f"{row['cpu_s']:>6.2f} {row['servers_cpu_s']:>8.2f} {row['peak_rss_mb']:>7.0f} "
               f"{row['api_calls_per_cluster']:>7.1f} {row['exit_code']:>5}")
     print(verdicts(rows))
 
