@@ -6,7 +6,12 @@ probe, and what is no HTTP answer at all. The endpoints are loopback servers
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
 import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -89,3 +94,64 @@ def test_a_header_with_a_line_break_is_never_sent_and_never_echoed(
     assert answer.reason.startswith("LocalProtocolError (")
     assert "s3cret" not in answer.reason
     assert server.requests == []
+
+
+# --- over TLS ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1: (certificate file, key file)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the test certificate, and this machine has none")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[str, str]) -> Iterator[str]:
+    """An HTTPS endpoint on loopback answering every request with a small JSON body."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as conn:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(65536)):
+                    head += chunk
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept it is blocked in
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_an_https_endpoint_is_asked_over_tls_with_its_certificate_verified(
+        tls_server: str, certificate: tuple[str, str]) -> None:
+    trusting = ssl.create_default_context(cafile=certificate[0])
+    pools = [http_probe.Pool(tls_server, size=1, tls=context)
+             for context in (trusting, ssl.create_default_context())]
+    try:
+        answers = [http_probe.run(pool.send("GET", "/version", headers={}, limits=LIMITS))
+                   for pool in pools]
+    finally:
+        for pool in pools:
+            pool.close()
+    assert answers[0] == Response(status=200, body=b"{}")
+    assert isinstance(answers[1], TransportError)  # a certificate nobody vouches for
+    assert answers[1].reason.startswith("ConnectError (")
+    assert "CERTIFICATE_VERIFY_FAILED" in answers[1].reason
