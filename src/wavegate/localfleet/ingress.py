@@ -229,6 +229,9 @@ def _json_answer(status: int, payload: dict[str, str]) -> _Answer:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5: a round's probes open their connections at once, and past five
+    # the kernel drops them and retries each a second later (a check round took 1 s, not 0.1).
+    request_queue_size = 1024
     ingress: Ingress
 
 
