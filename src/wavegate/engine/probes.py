@@ -6,12 +6,13 @@ retrying the moment any probe fails, since a failure is acted on at once. Tokens
 Authorization header and nowhere else. It returns a `Round` and knows nothing of run states:
 whether a round fails a cluster, and when the next one is due, is `rollout`'s to say.
 A round's probes are coroutines on the process's one probe loop (`http_probe.run`); the
-thread that asked for the round waits for it. A run keeps one connection pool per cluster (`Clients`), so its rounds reuse the connections
-(keep-alive) the previous ones opened; a round sends at most `PARALLEL_PROBES` probes at a
-time to its cluster. Pools are per cluster even where clusters share an endpoint (behind one
-front door, or one server in a benchmark): one pool shared by a whole wave queues every
-cluster's probes behind a few connections. Every pool shares one TLS context: building one
-reads the CA bundle again, tens of milliseconds of CPU per cluster."""
+thread that asked for the round waits for it. A run keeps one connection pool per cluster
+(`Clients`), so its rounds reuse the connections (keep-alive) the previous ones opened; a
+round sends at most `PARALLEL_PROBES` probes at a time to its cluster. Pools are per cluster
+even where clusters share an endpoint (behind one front door, or one server in a benchmark):
+one pool shared by a whole wave queues every cluster's probes behind a few connections. Every
+pool shares one TLS context: building one reads the CA bundle again, tens of milliseconds of
+CPU per cluster."""
 
 from __future__ import annotations
 
