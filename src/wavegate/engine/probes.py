@@ -79,15 +79,12 @@ class Round:
         return next((r for r in self.results if r.verdict.outcome is outcome), None)
 
 
-class Client:
-    """One cluster's keep-alive connections, kept for as long as a run lasts: every round
-    reuses the connections the previous ones opened."""
+class Client(http_probe.Pool):
+    """One cluster's keep-alive pool, kept for as long as a run lasts: every round reuses the
+    connections the previous ones opened."""
 
     def __init__(self, endpoint: str) -> None:
-        self.pool = http_probe.Pool(endpoint, size=PARALLEL_PROBES, tls=_tls_context())
-
-    def close(self) -> None:
-        self.pool.close()
+        super().__init__(endpoint, size=PARALLEL_PROBES, tls=_tls_context())
 
     def __enter__(self) -> Client:
         return self
@@ -162,7 +159,7 @@ def send_all(
                             client=own)
     asked = _first_asker(probes)
     sent = [probe for index, probe in enumerate(probes) if asked[index] == index]
-    sender = _Sender(client.pool, tokens, deadline, sleep or asyncio.sleep)
+    sender = _Sender(client, tokens, deadline, sleep or asyncio.sleep)
     answered = dict(zip((id(probe) for probe in sent), http_probe.run(sender.each(sent)),
                         strict=True))
     return Round(tuple(_shared(probe, answered[id(probes[asked[index]])])
