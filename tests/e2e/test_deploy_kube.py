@@ -62,7 +62,8 @@ def test_a_second_deploy_while_one_runs_exits_4(kube: KubeFleet) -> None:
         assert "locked by run" in second.stderr
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
-    assert kube.wavegate("resume").returncode == 0
+    resumed = kube.wavegate("resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
 
 
 def test_an_api_server_lost_mid_wave_is_named_and_a_later_rollback_finishes(
