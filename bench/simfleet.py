@@ -71,7 +71,7 @@ class SimDriver:
             first, last = self.meter.spans.get(kind, (started, ended))
             self.meter.spans[kind] = (min(first, started), max(last, ended))
 
-    def connect(self) -> None:
+    def connect(self, *, confirm: bool = True) -> None:
         self._api("connect")
 
     def endpoint(self) -> str:
@@ -93,7 +93,7 @@ class SimDriver:
         self._fence(app, holder)
         self.state.live_version = None
 
-    def records(self, app: str) -> list[Record]:
+    def records(self, app: str, *, with_releases: bool = False) -> list[Record]:
         self._api("records")
         return [record for record, _ in self.state.records.values() if record.app == app]
 

@@ -100,7 +100,7 @@ class FakeDriver:
         self.state = state
         self._guard = threading.Lock()
 
-    def connect(self) -> None:
+    def connect(self, *, confirm: bool = True) -> None:
         self._reachable()
 
     def endpoint(self) -> str:
@@ -135,7 +135,7 @@ class FakeDriver:
         self._fence(app, holder)
         self.state.stop()
 
-    def records(self, app: str) -> list[Record]:
+    def records(self, app: str, *, with_releases: bool = False) -> list[Record]:
         self.state.inject("records")
         self._reachable()
         self.state.reads += 1

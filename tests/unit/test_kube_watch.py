@@ -65,7 +65,7 @@ class FakeApi:
 
     def stream(self, path: str, *, query: dict[str, str], action: Action,
                expect: tuple[int, ...] = ()) -> Stream:
-        self.watched_from.append(query["resourceVersion"])
+        self.watched_from.append(query.get("resourceVersion", "now"))
         if not self.streams:
             self.done.put(None)
             raise DriverError("script ended", cluster="prod-0")
@@ -105,6 +105,18 @@ def test_it_lists_then_follows_and_resumes_where_the_server_ended_it() -> None:
     seen = run(api, done)
     assert names(seen)[:3] == ["SYNC 1", "ADDED b", "MODIFIED b"]
     assert api.watched_from == ["10", "15", "16"]  # bookmarks move it on without an event
+
+
+def test_started_from_now_it_lists_nothing_and_resumes_after_the_first_event() -> None:
+    """What exists comes as ADDED on a watch with no resourceVersion: one request, not a list
+    and a watch. A watch the server ends before any event is opened from now again (nothing
+    was handed over, so nothing can be missed); after an event, from that event."""
+    done: queue.Queue[None] = queue.Queue()
+    api = FakeApi(lists=[], streams=[Stream([]), Stream([event("ADDED", "a", "30")]),
+                                     Stream([event("MODIFIED", "a", "31")])], done=done)
+    seen = run(api, done, resource_version=kubewatch.NOW)
+    assert names(seen)[:2] == ["ADDED a", "MODIFIED a"]
+    assert api.watched_from[:3] == ["now", "now", "30"]
 
 
 def test_after_410_gone_it_lists_again() -> None:

@@ -23,9 +23,9 @@ from wavegate.outputs import journal
 class CountingDriver(FakeDriver):
     connects = 0
 
-    def connect(self) -> None:
+    def connect(self, *, confirm: bool = True) -> None:
         CountingDriver.connects += 1
-        super().connect()
+        super().connect(confirm=confirm)
 
 
 @pytest.fixture(autouse=True)

@@ -42,8 +42,10 @@ class Lock:
 class Driver(Protocol):
     cluster: Cluster
 
-    def connect(self) -> None:
-        """Make sure the cluster answers (a local fleet that is down is started)."""
+    def connect(self, *, confirm: bool = True) -> None:
+        """Make sure the cluster can be reached (a local fleet that is down is started) and,
+        with `confirm`, that it answers now; without, the caller's first request shows it
+        (one request less where each cluster goes its own way, as in a rollback)."""
 
     def endpoint(self) -> str:
         """Base URL the checks send their requests to."""
@@ -67,7 +69,9 @@ class Driver(Protocol):
     def delete(self, app: str, *, holder: str) -> None:
         """Remove every object of `app` (a first release rolled back has nothing to go to)."""
 
-    def records(self, app: str) -> list[Record]: ...
+    def records(self, app: str, *, with_releases: bool = False) -> list[Record]:
+        """The app's ledger, oldest first. `with_releases`: `stored_release` of these records
+        will be asked (a rollback), so a driver that can fetch them with the list does."""
 
     def stored_release(self, record: Record) -> Release: ...
 

@@ -5,8 +5,10 @@ workload and its pods) and the sandbox's node agent (every Pod and Service of it
 `ListWatch.run` lists, hands the items over, then watches from the list's resourceVersion,
 re-opening the watch from the last resourceVersion seen (bookmarks keep it fresh) each time the
 server ends it or the connection drops; a 410 Gone, as an answer or as an ERROR event, means
-that version is too old to resume from, so it lists again. `stop` returns promptly: it shuts
-the socket the loop is blocked on.
+that version is too old to resume from, so it lists again. Started from `NOW` instead, it
+skips the list: the watch opens at the newest version and the server sends what exists as
+ADDED events first (one request, not two, for a caller that needs no moment when the whole
+collection is known). `stop` returns promptly: it shuts the socket the loop is blocked on.
 
 Owns the loop and the reading of a watch stream (one JSON event per line), not the transport:
 the caller says how to list and how to open a watch (its own client, timeouts, retries and
@@ -28,6 +30,7 @@ import urllib3
 __all__ = ["Dropped", "Failed", "Gone", "ListWatch", "events"]
 
 Json = dict[str, Any]
+NOW = ""  # a resourceVersion to start from: the newest, what exists sent as ADDED first
 MAX_PAUSE = 2.0  # seconds between re-opening a watch whose connection keeps dropping
 
 
@@ -51,9 +54,10 @@ class ListWatch:
     """One collection followed from the caller's thread until `stop`.
 
     `list_()` returns a List body (`items`, `metadata.resourceVersion`); `watch(version)` opens
-    a watch from that version, raising `Gone` when the server answers 410. `on_sync(items)` is
-    called after each list, `on_event(type, object)` for each ADDED, MODIFIED or DELETED, and
-    `on_drop(detail)` when a connection broke and the watch is re-opened.
+    a watch from that version (`NOW`: leave it unset), raising `Gone` when the server answers
+    410. `on_sync(items)` is called after each list, `on_event(type, object)` for each ADDED,
+    MODIFIED or DELETED, and `on_drop(detail)` when a connection broke and the watch is
+    re-opened. `resource_version` is where to start: None lists first.
     """
 
     def __init__(

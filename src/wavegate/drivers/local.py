@@ -70,7 +70,7 @@ class LocalDriver:
 
     # --- reaching the cluster ----------------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, *, confirm: bool = True) -> None:
         if supervisor.is_running(self.dir) is None:
             self.start()
 
@@ -196,7 +196,7 @@ class LocalDriver:
 
     # --- ledger ------------------------------------------------------------------------------
 
-    def records(self, app: str) -> list[Record]:
+    def records(self, app: str, *, with_releases: bool = False) -> list[Record]:
         folder = self.dir / "ledger" / app
         if not folder.is_dir():
             return []

@@ -164,7 +164,7 @@ def _worker(fleet: Fleet, driver: Driver, asked: Request, *, locks: Locks, clock
 
     def work(late: threading.Event) -> bool:
         try:
-            driver.connect()
+            driver.connect(confirm=False)  # taking the lock is the first request
             locks.take(name)
         except (DriverError, LockHeld) as error:
             report.update(name, state=rollout.State.ROLLBACK_FAILED.value, detail=(
@@ -219,7 +219,7 @@ def _one(driver: Driver, asked: Request, *, fleet: Fleet, clock: Clock,
          report: RunReport) -> bool:
     name, app, to_version = driver.cluster.name, asked.app, asked.to_version
     try:
-        records = driver.records(app)
+        records = driver.records(app, with_releases=True)  # one request, not two
     except DriverError as error:
         report.update(name, state="rollback-failed", detail=str(error))
         return False
