@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from wavegate.config.fleet import Fleet, Policy
 from wavegate.decide import ledger
 from wavegate.decide.verdict import Outcome
 from wavegate.drivers.base import Driver
-from wavegate.engine import credentials, rollback
+from wavegate.engine import credentials, fanout, rollback
 from wavegate.engine import probes as verify
-from wavegate.engine.locks import MAX_WORKERS
 from wavegate.engine.session import Watch, unwatched
 from wavegate.errors import DriverError, InputError
 from wavegate.outputs.report import RunReport
@@ -37,7 +35,7 @@ def check_all(app: str, live: dict[str, Driver], policy: Policy,
     """One round on every cluster. REACHED names the drivers connected already (kept across
     rounds); the others are connected first, each on its own."""
     reached = set() if reached is None else reached
-    with ThreadPoolExecutor(max_workers=min(len(live), MAX_WORKERS) or 1) as pool:
+    with fanout.pool(len(live)) as pool:
         return list(pool.map(lambda driver: _check(app, driver, policy, folder, reached),
                              live.values()))
 

@@ -17,20 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from types import TracebackType
 
 import structlog
 
 from wavegate.drivers.base import Driver
+from wavegate.engine import fanout
 from wavegate.errors import DriverError, LockHeld, Preempted, WavegateError
 
 log = structlog.get_logger(__name__)
 DEFAULT_TTL = 30.0
-# Clusters one command talks to at once, a thread each: never a thread per cluster of a large
-# fleet, and enough that 1,000 locks take a few round trips, not thirty; a hung cluster holds
-# one worker.
-MAX_WORKERS = 128
 
 
 class Locks:
@@ -46,8 +43,7 @@ class Locks:
         self._guard = threading.Lock()
         self.keep = False  # leave the leases in place on exit (a paused run)
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=min(len(drivers), MAX_WORKERS) or 1,
-                                        thread_name_prefix="lock")
+        self._pool = fanout.pool(len(drivers), name="lock")
         self._renewing: dict[str, tuple[Future[None], float]] = {}  # name -> (call, sent at)
         self._renewer = threading.Thread(target=self._renew_until_stopped, daemon=True,
                                          name="lock-renewal")

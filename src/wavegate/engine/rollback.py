@@ -26,7 +26,8 @@ from wavegate.config.fleet import Fleet, Policy
 from wavegate.decide import ledger, rollout
 from wavegate.drivers.base import Driver
 from wavegate.engine import notify, restore
-from wavegate.engine.locks import MAX_WORKERS, Locks
+from wavegate.engine.fanout import MAX_WORKERS
+from wavegate.engine.locks import Locks
 from wavegate.engine.notify import Notifier
 from wavegate.engine.session import (
     NO_OUTPUTS,

@@ -44,7 +44,7 @@ from wavegate.decide import drift, ledger, rollout
 from wavegate.decide.ledger import Record, Status
 from wavegate.decide.rollout import Decision, Ending, Observed, State
 from wavegate.drivers.base import Driver
-from wavegate.engine import baselines, locks, probes, restore
+from wavegate.engine import baselines, fanout, probes, restore
 from wavegate.engine import ledger_writes as ledgerio
 from wavegate.engine.notify import Notifier
 from wavegate.errors import (
@@ -121,7 +121,7 @@ class Runner:
 
     def _pool_size(self) -> int:
         widest = max((wave.max_parallel for wave in self.fleet.waves), default=1)
-        return max(1, min(len(self.targets), widest, locks.MAX_WORKERS))
+        return max(1, min(len(self.targets), widest, fanout.MAX_WORKERS))
 
     def stop(self, why: Ending) -> None:
         """Ask the run to stop at its next safe point (signal handlers, lost locks)."""

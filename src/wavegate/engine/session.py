@@ -10,7 +10,6 @@ import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ import structlog
 from wavegate import drivers
 from wavegate.config.fleet import Fleet
 from wavegate.drivers.base import Driver
-from wavegate.engine.locks import MAX_WORKERS
+from wavegate.engine import fanout
 from wavegate.errors import DriverError, InputError, WavegateError
 from wavegate.outputs import html, journal, junit, summary
 from wavegate.outputs.report import RunReport
@@ -70,7 +69,7 @@ def drivers_for(fleet: Fleet, names: list[str]) -> dict[str, Driver]:
 def connect(chosen: dict[str, Driver]) -> dict[str, Driver]:
     """Confirm every cluster answers, in parallel (the slowest one counts); DriverError names
     every cluster that did not."""
-    with ThreadPoolExecutor(max_workers=min(len(chosen), MAX_WORKERS) or 1) as pool:
+    with fanout.pool(len(chosen)) as pool:
         failures = [error for error in pool.map(_try_connect, chosen.values()) if error]
     if failures:
         others = "; ".join(str(f) for f in failures[1:])

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wavegate.decide import ledger
 from wavegate.drivers.base import Driver
-from wavegate.engine.locks import MAX_WORKERS
+from wavegate.engine import fanout
 from wavegate.errors import DriverError
 
 
 def status(app: str, live: dict[str, Driver]) -> dict[str, Any]:
-    with ThreadPoolExecutor(max_workers=min(len(live), MAX_WORKERS) or 1) as pool:
+    with fanout.pool(len(live)) as pool:
         rows = list(pool.map(lambda driver: _cluster_status(app, driver), live.values()))
     return {"app": app, "clusters": rows}
 
@@ -41,7 +40,7 @@ def _cluster_status(app: str, driver: Driver) -> dict[str, Any]:
 
 
 def history(app: str, live: dict[str, Driver]) -> dict[str, Any]:
-    with ThreadPoolExecutor(max_workers=min(len(live), MAX_WORKERS) or 1) as pool:
+    with fanout.pool(len(live)) as pool:
         per_cluster = list(pool.map(lambda driver: driver.records(app), live.values()))
     records = [record for records in per_cluster for record in records]
     records.sort(key=lambda r: (r.started_at, r.revision), reverse=True)
