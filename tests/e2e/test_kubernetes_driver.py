@@ -156,12 +156,20 @@ def names(admin: client.ApiClient, kind: str, namespace: str) -> list[str]:
 
 
 def versions(admin: client.ApiClient, namespace: str) -> dict[str, str]:
-    """resourceVersion of each app object: unchanged means nothing was written."""
+    """What a write by wavegate would change, per app object: unchanged means nothing was written.
+
+    The resourceVersion for the ConfigMap and Service, which only wavegate writes. The
+    Deployment's status is the controller's to write while pods come up, which moves its
+    resourceVersion too, so there it is the spec's generation and when wavegate last wrote.
+    """
     core, apps = client.CoreV1Api(admin), client.AppsV1Api(admin)
-    objects = [core.read_namespaced_config_map("web", namespace, _request_timeout=TIMEOUT),
-               core.read_namespaced_service("web", namespace, _request_timeout=TIMEOUT),
-               apps.read_namespaced_deployment("web", namespace, _request_timeout=TIMEOUT)]
-    return {type(o).__name__: o.metadata.resource_version for o in objects}
+    config_map = core.read_namespaced_config_map("web", namespace, _request_timeout=TIMEOUT)
+    service = core.read_namespaced_service("web", namespace, _request_timeout=TIMEOUT)
+    deployment = apps.read_namespaced_deployment("web", namespace, _request_timeout=TIMEOUT)
+    ours = [f.time for f in deployment.metadata.managed_fields if f.manager == "wavegate"]
+    return {"ConfigMap": config_map.metadata.resource_version,
+            "Service": service.metadata.resource_version,
+            "Deployment": f"generation {deployment.metadata.generation}, written {ours}"}
 
 
 def grant(admin: client.ApiClient, namespace: str, rbac: Path | str = DEPLOYER_RBAC) -> None:
