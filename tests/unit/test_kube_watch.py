@@ -1,6 +1,7 @@
 """A watch that keeps going: listed first, re-opened where it stopped when the server ends it
 or the connection drops, listed again after 410 Gone, and stopped promptly. The API server is
-replaced by a script of lists and watch streams."""
+replaced by a script of lists and watch streams. And what a rollout wait makes of the pods its
+watch brings: a Deployment that reads done waits while an old pod may still get traffic."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import structlog
 from structlog.testing import capture_logs
 
 from wavegate.config.fleet import Cluster
+from wavegate.decide import workloads
 from wavegate.drivers import kubernetes as driver
 from wavegate.drivers import kubewatch
 from wavegate.errors import DriverError
+from wavegate.kube import kinds
 from wavegate.kube.apierrors import Action, ApiError
 
 CLUSTER = Cluster(name="prod-0", region="r", driver="kubernetes", namespace="library",
@@ -223,3 +226,33 @@ def test_a_lease_watch_refused_says_so_once_and_the_looks_ask_instead() -> None:
         followed.stop()
     assert [e["event"] for e in logs] == ["kube.lease_watch_unavailable"]
     assert logs[0]["detail"] == "prod-0: forbidden: deployer cannot watch leases"
+
+
+def web_pod(uid: str, replica_set: str, *, stopping: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": f"{replica_set}-{uid}", "uid": uid, "ownerReferences": [
+        {"kind": "ReplicaSet", "name": replica_set, "controller": True}]}
+    if stopping:
+        metadata["deletionTimestamp"] = "2026-12-03T10:00:30Z"
+    return {"metadata": metadata, "status": {"phase": "Running"}}
+
+
+def test_a_deployment_read_done_is_judged_rolled_out_once_its_old_pod_is_gone_or_long_stopping(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(driver.time, "monotonic", lambda: clock[0])
+    wait = driver._Rollout(None, kinds.known("apps/v1", "Deployment"),  # type: ignore[arg-type]
+                           "library", "web")
+    done = {"metadata": {"name": "web", "generation": 2}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
+                       "availableReplicas": 1}}
+    pods: dict[str, Any] = {}
+    wait._follow(done, pods, ("pods", "ADDED", web_pod("new", "web-2b")))
+    wait._follow(done, pods, ("pods", "ADDED", web_pod("old", "web-1a")))
+    assert not wait._judged(done, pods)  # the old pod's deletion is not seen yet
+    wait._follow(done, pods, ("pods", "MODIFIED", web_pod("old", "web-1a", stopping=True)))
+    assert not wait._judged(done, pods)
+    assert wait.progress == "1 of 1 available, 1 old pods stopping"
+    clock[0] += workloads.ENDPOINTS_SETTLE
+    assert wait._judged(done, pods)  # the Service has dropped it by now
+    wait._follow(done, pods, ("pods", "DELETED", web_pod("old", "web-1a", stopping=True)))
+    assert wait._judged(done, pods)

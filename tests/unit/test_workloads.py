@@ -235,3 +235,37 @@ def test_label_selector(selector: dict[str, Any], query: str) -> None:
 ])
 def test_pod_waiting(given: dict[str, Any], hint: str | None) -> None:
     assert rollout.pod_waiting(given) == hint
+
+
+def replica(uid: str, *, stopping: bool = False, phase: str = "Running",
+            replica_set: str = "web-5d4f") -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": f"{replica_set}-{uid}", "uid": uid, "ownerReferences": [
+        {"kind": "ReplicaSet", "name": replica_set, "controller": True}]}
+    if stopping:
+        metadata["deletionTimestamp"] = "2026-12-03T10:00:30Z"
+    return {"metadata": metadata, "status": {"phase": phase}}
+
+
+NEW = [replica("n1"), replica("n2"), replica("n3")]
+
+
+@pytest.mark.parametrize(("pods", "stopping_for", "serving"), [
+    pytest.param(NEW, {}, None, id="only-the-new-pods"),
+    pytest.param([*NEW, replica("o1", stopping=True)], {"o1": 0.3}, "1 old pods stopping",
+                 id="old-pod-just-began-stopping"),
+    pytest.param([*NEW, replica("o1", stopping=True)], {"o1": rollout.ENDPOINTS_SETTLE}, None,
+                 id="old-pod-stopping-long-enough-to-have-left-the-endpoints"),
+    pytest.param([*NEW, replica("o1")], {}, "1 old pods not yet stopping",
+                 id="old-pods-deletion-not-seen-yet"),
+    pytest.param([*NEW, replica("o1", phase="Succeeded")], {}, None, id="finished-pod"),
+    pytest.param([*NEW, replica("l1", replica_set="web-canary-7c9b")], {}, None,
+                 id="another-deployments-pod-its-selector-picks-up-too"),
+])
+def test_a_deployment_read_done_waits_while_its_old_pods_may_still_get_traffic(
+        pods: list[dict[str, Any]], stopping_for: dict[str, float], serving: str | None) -> None:
+    assert rollout.old_pods_serving("Deployment", deployment(), pods, stopping_for) == serving
+
+
+def test_only_a_deployment_reads_done_while_old_pods_stop() -> None:
+    stopping = [*NEW, replica("o1", stopping=True)]
+    assert rollout.old_pods_serving("StatefulSet", stateful_set(), stopping, {}) is None

@@ -11,13 +11,15 @@ judged old pods, or nothing, on the new release's behalf.
 `pod_problem` says whether a pod is crashing (CrashLoopBackOff, or a container that
 exited and was restarted) or cannot start as specified (a fatal waiting reason): judged only
 for pods of the new template (`is_current`), so an old crashing replica does not fail the
-rollout that replaces it. Both drivers judge by these rules: the local fleet's agent writes
-its Deployments' status and pods in the same shape.
+rollout that replaces it. `old_pods_serving` says why checks must wait a moment more though a
+Deployment reads done: its old pods are stopping but may still get traffic. Both drivers
+judge by these rules: the local fleet's agent writes its Deployments' status and pods in the
+same shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ Object = Mapping[str, Any]
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 DAEMONSET_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
 # Waiting reasons no wait will cure: the pod cannot start as specified.
+# Seconds a stopping pod may still get traffic: how long a Service's endpoints take to drop it.
+ENDPOINTS_SETTLE = 2.0
 FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName",
                            "ErrImageNeverPull"})
 
@@ -126,6 +130,47 @@ def _daemon_set(workload: Object) -> Verdict:
                        "verifies only RollingUpdate")
     done = updated >= desired and available >= desired and not _int(status, "numberUnavailable")
     return Verdict(done, f"{progress}, {updated} updated")
+
+
+def old_pods_serving(kind: str, workload: Object, pods: Iterable[Object],
+                     stopping_for: Mapping[str, float]) -> str | None:
+    """Why a Deployment judged done may still send traffic to its old release, or None.
+
+    A ReplicaSet stops counting a pod the moment its deletion begins, so a Deployment reads
+    rolled out while its old pods stop; the Service's endpoints (kube-proxy on every node) drop
+    them a moment later. Checks run before then could judge an old pod on the new release's
+    behalf, so the wait goes on while more pods run than the Deployment wants (an old one not
+    yet seen stopping) or one seen stopping for less than `ENDPOINTS_SETTLE` seconds is still
+    there. Only pods of its own ReplicaSets count (another Deployment's selector may pick them
+    up too). STOPPING_FOR is, by pod uid, how long each has been seen stopping.
+    """
+    if kind != "Deployment":
+        return None  # StatefulSets and DaemonSets replace a pod only once the old one is gone
+    desired = int((workload.get("spec") or {}).get("replicas", 1))
+    pods = [pod for pod in pods if _owned_by(pod, (workload.get("metadata") or {}).get("name"))]
+    running = sum(1 for pod in pods if not _stopping(pod)
+                  and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+    if running > desired:
+        return f"{running - desired} old pods not yet stopping"
+    stopping = sum(1 for pod in pods if _stopping(pod)
+                   and stopping_for.get(_uid(pod), 0.0) < ENDPOINTS_SETTLE)
+    return f"{stopping} old pods stopping" if stopping else None
+
+
+def _owned_by(pod: Object, deployment: object) -> bool:
+    """Whether POD belongs to one of DEPLOYMENT's ReplicaSets (named `<deployment>-<hash>`):
+    another workload's selector may pick it up too."""
+    controller = owner(pod)
+    return (controller is not None and controller[0] == "ReplicaSet"
+            and controller[1].rpartition("-")[0] == deployment)
+
+
+def _stopping(pod: Object) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _uid(pod: Object) -> str:
+    return str((pod.get("metadata") or {}).get("uid"))
 
 
 def pod_problem(pod: Object) -> str | None:

@@ -31,7 +31,8 @@ the Library App costs 16 to 17 per cluster, an emergency rollback 15 to 16):
   (1 GET when there is none, or it looks settled already); if not yet rolled out, 2 WATCHes
   (the workload; its pods, from now, the server sending those that exist first, so no LIST),
   re-opened only when the server ends them; plus a GET of a ReplicaSet for each crashing pod
-  whose owner is not known yet. No polling.
+  whose owner is not known yet. No polling. A Deployment that reads done is waited on while
+  its old pods stop, each for up to `ENDPOINTS_SETTLE` seconds (the Service drops it meanwhile).
   Given a holder, 1 WATCH of its Lease for the whole wait (opened once a wait begins): a look
   costs nothing while it shows no change that is not ours, and a change is looked at at once;
   without `watch` on leases, a renewal per second of wait instead. When rolled out, one look
@@ -914,6 +915,7 @@ class _Rollout:
         self.what = f"{resource.kind}/{name}"
         self.progress = "not started"
         self._revisions: dict[str, str | None] = {}  # ReplicaSet name -> its revision
+        self._stopping: dict[str, float] = {}  # pod uid -> when it was first seen stopping
 
     def wait(self, *, deadline: float, timeout: float,
              look: Callable[[bool], None] = lambda final: None,
@@ -959,7 +961,8 @@ class _Rollout:
                    query={"fieldSelector": f"metadata.name={self.name}"},
                    resource_version=workload["metadata"]["resourceVersion"],
                    action=Action("watch", self.resource.rbac_name, self.name, self.namespace)),
-            # Pods are only looked at for a crash, so no list first: the watch brings them.
+            # Pods are looked at for a crash, and for old ones still stopping once the workload
+            # reads done; no list first: the watch brings those that exist before any change.
             _Watch(self.api, kinds.POD.path(self.namespace), tag="pods", events=events,
                    query={"labelSelector": selector}, resource_version=kubewatch.NOW,
                    action=Action("watch", "pods", namespace=self.namespace)),
@@ -981,6 +984,9 @@ class _Rollout:
                 pods.pop(payload["metadata"]["name"], None)
             else:
                 pods[payload["metadata"]["name"]] = payload
+            for pod in pods.values():
+                if pod["metadata"].get("deletionTimestamp"):
+                    self._stopping.setdefault(pod["metadata"]["uid"], time.monotonic())
             return workload
         if kind == "DELETED" or (kind == "SYNC" and not payload):
             raise RolloutFailed(f"{self.what} was deleted during its rollout")
@@ -997,7 +1003,14 @@ class _Rollout:
         if verdict.failure:
             raise RolloutFailed(f"{self.what}: {verdict.failure}")
         if verdict.done:
-            return True
+            now = time.monotonic()
+            stopping_for = {uid: now - since for uid, since in self._stopping.items()}
+            serving = workloads.old_pods_serving(self.resource.kind, workload, pods.values(),
+                                                 stopping_for)
+            if serving is None:
+                return True
+            self.progress = f"{verdict.progress}, {serving}"
+            return False
         problem = self._crashing(workload, pods)
         if problem:
             raise RolloutFailed(f"{self.what}: {problem}")
