@@ -318,6 +318,7 @@ class Agent:
         self._services = services_mirror
         self._running: dict[str, _Running] = {}
         self._problems: dict[str, _Problem] = {}
+        self._stopping = False  # a pod's process is stopping: the Runner has a step to take
         self._reported: dict[str, tuple[str, Json]] = {}  # key -> uid, last status patched
         self._bound: set[str] = set()  # uids bound, until the watch shows it
         self._deleted: set[str] = set()  # uids deleted, until the watch shows it
@@ -334,11 +335,14 @@ class Agent:
     def tick(self) -> None:
         self._runner.tick()
         current = {pod_key(pod): pod for pod in self._pods.snapshot()}
+        self._stopping = False
         for key, pod in sorted(current.items()):
             self._reconcile(key, pod)
         self._stop_vanished(current)
         self._report(current)
         self._route(current)
+        if self._stopping:  # out of the ingress now: its SIGTERM need not wait a tick
+            self._runner.tick()
 
     def close(self) -> None:
         self._ingress.set_backends([], detail="the node agent is stopping")
@@ -449,8 +453,10 @@ class Agent:
         """Stop the pod's process; once it is gone, delete the pod for good."""
         metadata = pod["metadata"]
         running = self._running.get(key)
-        if running is not None and running.uid == metadata["uid"]:
+        if (running is not None and running.uid == metadata["uid"]
+                and self._runner.status(key) is not None):  # its process has not ended yet
             self._runner.stop(key)
+            self._stopping = True
             return
         if metadata["uid"] in self._deleted:
             return
