@@ -15,6 +15,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from tests.unit.test_workloads import replica
 from wavegate.config.fleet import Cluster
 from wavegate.decide import workloads
 from wavegate.drivers import kubernetes as driver
@@ -228,14 +229,6 @@ def test_a_lease_watch_refused_says_so_once_and_the_looks_ask_instead() -> None:
     assert logs[0]["detail"] == "prod-0: forbidden: deployer cannot watch leases"
 
 
-def web_pod(uid: str, replica_set: str, *, stopping: bool = False) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": f"{replica_set}-{uid}", "uid": uid, "ownerReferences": [
-        {"kind": "ReplicaSet", "name": replica_set, "controller": True}]}
-    if stopping:
-        metadata["deletionTimestamp"] = "2026-12-03T10:00:30Z"
-    return {"metadata": metadata, "status": {"phase": "Running"}}
-
-
 def test_a_deployment_read_done_is_judged_rolled_out_once_its_old_pod_is_gone_or_long_stopping(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
@@ -246,13 +239,14 @@ def test_a_deployment_read_done_is_judged_rolled_out_once_its_old_pod_is_gone_or
             "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
                        "availableReplicas": 1}}
     pods: dict[str, Any] = {}
-    wait._follow(done, pods, ("pods", "ADDED", web_pod("new", "web-2b")))
-    wait._follow(done, pods, ("pods", "ADDED", web_pod("old", "web-1a")))
+    stopping = replica("old", replica_set="web-1a", stopping=True)
+    wait._follow(done, pods, ("pods", "ADDED", replica("new", replica_set="web-2b")))
+    wait._follow(done, pods, ("pods", "ADDED", replica("old", replica_set="web-1a")))
     assert not wait._judged(done, pods)  # the old pod's deletion is not seen yet
-    wait._follow(done, pods, ("pods", "MODIFIED", web_pod("old", "web-1a", stopping=True)))
+    wait._follow(done, pods, ("pods", "MODIFIED", stopping))
     assert not wait._judged(done, pods)
     assert wait.progress == "1 of 1 available, 1 old pods stopping"
     clock[0] += workloads.ENDPOINTS_SETTLE
     assert wait._judged(done, pods)  # the Service has dropped it by now
-    wait._follow(done, pods, ("pods", "DELETED", web_pod("old", "web-1a", stopping=True)))
+    wait._follow(done, pods, ("pods", "DELETED", stopping))
     assert wait._judged(done, pods)

@@ -26,9 +26,9 @@ from typing import Any
 Object = Mapping[str, Any]
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 DAEMONSET_GENERATION_ANNOTATION = "deprecated.daemonset.template.generation"
-# Waiting reasons no wait will cure: the pod cannot start as specified.
 # Seconds a stopping pod may still get traffic: how long a Service's endpoints take to drop it.
 ENDPOINTS_SETTLE = 2.0
+# Waiting reasons no wait will cure: the pod cannot start as specified.
 FATAL_WAITING = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName",
                            "ErrImageNeverPull"})
 
@@ -148,16 +148,16 @@ def old_pods_serving(kind: str, workload: Object, pods: Iterable[Object],
         return None  # StatefulSets and DaemonSets replace a pod only once the old one is gone
     desired = int((workload.get("spec") or {}).get("replicas", 1))
     pods = [pod for pod in pods if _owned_by(pod, (workload.get("metadata") or {}).get("name"))]
-    running = sum(1 for pod in pods if not _stopping(pod)
+    running = sum(1 for pod in pods if not is_stopping(pod)
                   and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
     if running > desired:
         return f"{running - desired} old pods not yet stopping"
-    stopping = sum(1 for pod in pods if _stopping(pod)
+    stopping = sum(1 for pod in pods if is_stopping(pod)
                    and stopping_for.get(_uid(pod), 0.0) < ENDPOINTS_SETTLE)
     return f"{stopping} old pods stopping" if stopping else None
 
 
-def _owned_by(pod: Object, deployment: object) -> bool:
+def _owned_by(pod: Object, deployment: str | None) -> bool:
     """Whether POD belongs to one of DEPLOYMENT's ReplicaSets (named `<deployment>-<hash>`):
     another workload's selector may pick it up too."""
     controller = owner(pod)
@@ -165,7 +165,8 @@ def _owned_by(pod: Object, deployment: object) -> bool:
             and controller[1].rpartition("-")[0] == deployment)
 
 
-def _stopping(pod: Object) -> bool:
+def is_stopping(pod: Object) -> bool:
+    """Whether the pod's deletion has begun (its containers are being stopped)."""
     return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
 

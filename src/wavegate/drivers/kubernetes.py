@@ -977,15 +977,14 @@ class _Rollout:
         if kind == "ERROR":
             raise payload
         if tag == "pods":
+            if kind == "DELETED":
+                pods.pop(payload["metadata"]["name"], None)
+                return workload
             if kind == "SYNC":
                 pods.clear()
-                pods.update((pod["metadata"]["name"], pod) for pod in payload)
-            elif kind == "DELETED":
-                pods.pop(payload["metadata"]["name"], None)
-            else:
-                pods[payload["metadata"]["name"]] = payload
-            for pod in pods.values():
-                if pod["metadata"].get("deletionTimestamp"):
+            for pod in payload if kind == "SYNC" else (payload,):
+                pods[pod["metadata"]["name"]] = pod
+                if workloads.is_stopping(pod):
                     self._stopping.setdefault(pod["metadata"]["uid"], time.monotonic())
             return workload
         if kind == "DELETED" or (kind == "SYNC" and not payload):
