@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -428,10 +428,14 @@ crash_stub = pods.PodStatus("", "", 0, None, False, 0, None, "", False)
 class Echo(BaseHTTPRequestHandler):
     """Answers with what it got: method, path, headers, body, and which backend it is."""
 
+    slow_arrived: ClassVar[threading.Event] = threading.Event()  # a /slow request is here...
+    slow_may_answer: ClassVar[threading.Event] = threading.Event()  # ...and held until this
+
     def _echo(self) -> None:
         backend = str(self.connection.getsockname()[0])
         if self.path.startswith("/slow"):
-            time.sleep(0.4)
+            Echo.slow_arrived.set()
+            Echo.slow_may_answer.wait(timeout=10)
         length = int(self.headers.get("Content-Length") or 0)
         body = json.dumps(
             {
@@ -519,13 +523,16 @@ def test_ingress_round_robins_and_skips_a_backend_that_refuses(
 def test_ingress_counts_requests_in_flight_so_a_pod_can_drain(
     ingress: Ingress, backends: list[str]
 ) -> None:
+    Echo.slow_arrived.clear()
+    Echo.slow_may_answer.clear()
     ingress.set_backends(backends[:1])
     slow = threading.Thread(target=call, args=(ingress, "GET", "/slow"))
     slow.start()
-    time.sleep(0.15)
+    assert Echo.slow_arrived.wait(timeout=10)
     ingress.set_backends(backends[1:])  # the pod is stopping: no new requests...
     assert not ingress.is_drained(backends[0])  # ...but one is still on its way
-    slow.join(timeout=5)
+    Echo.slow_may_answer.set()
+    slow.join(timeout=10)
     # The ingress lets go of the pod a moment after the last byte reaches the client.
     deadline = time.monotonic() + 2
     while not ingress.is_drained(backends[0]) and time.monotonic() < deadline:
