@@ -9,6 +9,8 @@ In one run on six sandbox clusters (each its own kube-apiserver and controller m
     six in parallel           `rollback --all`: over one cluster alone      goal <= 1.5
     kubectl, serial           `kubectl rollout undo` then `rollout status`, cluster after
                               cluster; wavegate's one cluster over kubectl's  goal <= 1.2
+    CPU, by process           what each rollback cost the machine's cores, by kind of process
+                              (how near six at once come to what the cores can give)
 
 Nothing asserts. Run: .venv/bin/python bench/kube.py (needs the sandbox binaries: make sandbox).
 """
@@ -49,6 +51,9 @@ PHASES = {  # driver call -> where its time goes
     "update_record": "ledger", "apply": "apply", "wait_rollout": "rollout wait",
 }
 Counts = collections.Counter[str]
+# The processes a rollback keeps busy, by a word of their command line; the rest is "other".
+PROCESS_KINDS = ("kube-apiserver", "kube-controller-manager", "etcd", "nodeagent", "library_app")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Timed:
@@ -147,6 +152,40 @@ def kubectl_rollback(fleet: Fleet, kubeconfig: Path) -> list[float]:
     return took
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """By pid, each process's kind and the CPU time (user + system) it has used so far."""
+    used = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended while we looked
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        used[int(entry.name)] = (process_kind(int(entry.name), command),
+                                 (int(fields[11]) + int(fields[12])) / TICKS)
+    return used
+
+
+def process_kind(pid: int, command: str) -> str:
+    if pid == os.getpid():
+        return "wavegate"
+    return next((kind for kind in PROCESS_KINDS if kind in command), "other")
+
+
+@contextmanager
+def cpu_used(into: Counts) -> Iterator[None]:
+    """CPU seconds the machine's processes used meanwhile, by kind (a process that ended
+    meanwhile is not counted: an old pod, idle since it left the ingress)."""
+    before = cpu_seconds()
+    yield
+    for pid, (kind, seconds) in cpu_seconds().items():
+        known = before.get(pid)
+        into[kind] += seconds - (known[1] if known and known[0] == kind else 0.0)
+
+
 def load_average(samples: list[float], stop: threading.Event) -> None:
     while not stop.wait(1.0):
         samples.append(os.getloadavg()[0])
@@ -179,6 +218,8 @@ def main() -> None:
     threading.Thread(target=load_average, args=(loads, stop), daemon=True).start()
     spent: collections.Counter[str] = collections.Counter()
     spent_six: collections.Counter[str] = collections.Counter()
+    cpu: Counts = collections.Counter()
+    cpu_six: Counts = collections.Counter()
     with tempfile.TemporaryDirectory(prefix="wavegate-kube-bench-") as folder:
         sandbox = Path(folder) / "sandbox"
         kubefleet.up(load(source_fleet(Path(folder))), sandbox)
@@ -187,16 +228,19 @@ def main() -> None:
             names = [cluster.name for cluster in fleet.clusters]
             deploy_everywhere(fleet, app, GOOD)
             deployed = deploy_everywhere(fleet, app, NEW)
-            single, _ = wavegate_rollback(fleet, names[:1], spent)
+            with cpu_used(cpu):
+                single, _ = wavegate_rollback(fleet, names[:1], spent)
             deploy_everywhere(fleet, app, NEW)
-            parallel, rolled = wavegate_rollback(fleet, names, spent_six)
+            with cpu_used(cpu_six):
+                parallel, rolled = wavegate_rollback(fleet, names, spent_six)
             deploy_everywhere(fleet, app, NEW)
             kubectl = kubectl_rollback(fleet, sandbox / "kubeconfig")
         finally:
             kubefleet.down(sandbox)
     stop.set()
     report(deployed=deployed, rolled=rolled, single=single, parallel=parallel,
-           kubectl=kubectl, spent=spent, spent_six=spent_six, loads=loads)
+           kubectl=kubectl, spent=spent, spent_six=spent_six, cpu=cpu, cpu_six=cpu_six,
+           loads=loads)
 
 
 def phases(spent: collections.Counter[str], wall: float, clusters: int) -> str:
@@ -207,13 +251,23 @@ def phases(spent: collections.Counter[str], wall: float, clusters: int) -> str:
     return f"{shown}, other {other:.2f}s (wall {wall:.2f}s)"
 
 
+def cpu_split(used: Counts, wall: float) -> str:
+    """CPU seconds by kind of process, and their share of what the cores gave in WALL."""
+    total = sum(used.values())
+    share = total / (wall * (os.cpu_count() or 1))
+    kinds = ", ".join(f"{kind} {seconds:.2f}s" for kind, seconds in used.most_common()
+                      if seconds >= 0.005)
+    return f"{total:.2f}s in {wall:.2f}s wall ({share:.0%} of {os.cpu_count()} cores): {kinds}"
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:>7.2f}"
 
 
 def report(*, deployed: list[Counts], rolled: list[Counts], single: float, parallel: float,
            kubectl: list[float], spent: collections.Counter[str],
-           spent_six: collections.Counter[str], loads: list[float]) -> None:
+           spent_six: collections.Counter[str], cpu: Counts, cpu_six: Counts,
+           loads: list[float]) -> None:
     print(f"{'benchmark':<52} {'wavegate':>9} {'baseline':>9} {'ratio':>7}  goal")
     print(f"{'rollback --all (6) over one cluster alone':<52} {parallel:>8.2f}s "
           f"{single:>8.2f}s {ratio(parallel, single)}  <= 1.5")
@@ -224,6 +278,8 @@ def report(*, deployed: list[Counts], rolled: list[Counts], single: float, paral
     print("kubectl per cluster: " + ", ".join(f"{t:.2f}s" for t in kubectl))
     print("one cluster alone, where the time went: " + phases(spent, single, 1))
     print("six in parallel, mean per cluster: " + phases(spent_six, parallel, 6))
+    print("CPU, one cluster alone: " + cpu_split(cpu, single))
+    print("CPU, six in parallel: " + cpu_split(cpu_six, parallel))
     print_requests("one deploy", deployed, 20)
     print_requests("one rollback (rollback --all)", rolled, 15)
     if loads:
