@@ -17,19 +17,18 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.waits import eventually
 from wavegate.sandbox import controlplane, kubefleet
 
-T = TypeVar("T")
 TIMEOUT = 10  # seconds for each admin API call: the Python client would wait forever without one
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "manifests" / "library-app"
@@ -59,15 +58,6 @@ def admin_client(kubeconfig: Path, context: str) -> client.ApiClient:
     """A client for `context` of a sandbox kubeconfig; use it as a context manager."""
     return config.new_client_from_config(config_file=str(kubeconfig), context=context,
                                          persist_config=False)
-
-
-def eventually(find: Callable[[], T | None], *, timeout: float = 30, every: float = 0.1) -> T:
-    """What `find` returns once it is not None; fails the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while (found := find()) is None:
-        assert time.monotonic() < deadline, f"timed out after {timeout}s"
-        time.sleep(every)
-    return found
 
 
 def printed_command(output: str, cluster: str, *, on_line: str = "") -> list[str]:

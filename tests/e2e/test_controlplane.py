@@ -14,7 +14,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
+from tests.e2e.conftest import TIMEOUT, admin_client, sandbox_binaries
+from tests.waits import eventually
 from wavegate.sandbox import controlplane
 
 pytestmark = pytest.mark.e2e

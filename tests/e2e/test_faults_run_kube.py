@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP, NAMES, KubeFleet, eventually, printed_command
+from tests.e2e.conftest import APP, NAMES, KubeFleet, printed_command
+from tests.waits import eventually
 from wavegate.sandbox import controlplane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

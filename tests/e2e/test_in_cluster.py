@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from tests.e2e.conftest import eventually, sandbox_binaries
+from tests.e2e.conftest import sandbox_binaries
+from tests.waits import eventually
 from wavegate.config import fleet
 from wavegate.drivers.kubernetes import KubernetesDriver
 from wavegate.sandbox import kubefleet

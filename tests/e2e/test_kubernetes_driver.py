@@ -33,7 +33,8 @@ import yaml
 from kubernetes import client
 from structlog.testing import capture_logs
 
-from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
+from tests.e2e.conftest import TIMEOUT, admin_client, sandbox_binaries
+from tests.waits import eventually
 from wavegate.clock import SystemClock
 from wavegate.config import fleet
 from wavegate.config.app import APP_LABEL, MANAGED_BY, App, Release

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from kubernetes import client, watch
 
-from tests.e2e.conftest import TIMEOUT, admin_client, eventually, sandbox_binaries
+from tests.e2e.conftest import TIMEOUT, admin_client, sandbox_binaries
+from tests.waits import eventually
 from wavegate.config import fleet
 from wavegate.config.app import App
 from wavegate.localfleet import pods

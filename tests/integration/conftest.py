@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.waits import eventually
 
 REPO = Path(__file__).parents[2]
 TOKENS = {"LIBRARY_TOKEN_ALICE": "itest-alice-Zq81x", "LIBRARY_TOKEN_BOB": "itest-bob-Kd72m",
@@ -57,6 +60,21 @@ class LocalFleet:
         result = self.wavegate("history", "library-app", "-f", str(self.fleet_file), "-o",
                                "json", *extra)
         return list(result.json()["records"])
+
+    def wait_for_state(self, cluster: str, state: str, timeout: float = 60) -> str:
+        """The run id once the running deploy's journal shows `cluster` in `state`."""
+        return eventually(lambda: self._run_in_state(cluster, state), timeout=timeout,
+                          every=0.05)
+
+    def _run_in_state(self, cluster: str, state: str) -> str | None:
+        runs = self.root / ".wavegate" / "runs"
+        for journal in runs.glob("*.json") if runs.is_dir() else []:
+            with contextlib.suppress(ValueError, KeyError):  # being rewritten
+                data = json.loads(journal.read_text())
+                entry = next((c for c in data["clusters"] if c["cluster"] == cluster), None)
+                if data.get("outcome") is None and entry and entry["state"] == state:
+                    return str(data["run_id"])
+        return None
 
     def set_values(self, cluster: str, **values: str) -> None:
         document = yaml.safe_load(self.fleet_file.read_text())

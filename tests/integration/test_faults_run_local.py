@@ -10,11 +10,9 @@ cluster ended: the version its pods serve, its ledger, and its lock.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,19 +58,9 @@ def start(fleet: LocalFleet, version: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(fleet: LocalFleet, cluster: str, state: str, timeout: float = 90) -> str:
-    """The run id once the running deploy's journal shows `cluster` in `state`."""
-    deadline = time.monotonic() + timeout
-    runs = fleet.root / ".wavegate" / "runs"
-    while time.monotonic() < deadline:
-        for journal in runs.glob("*.json") if runs.is_dir() else []:
-            with contextlib.suppress(ValueError, KeyError):
-                data = json.loads(journal.read_text())
-                entry = next(c for c in data["clusters"] if c["cluster"] == cluster)
-                if data.get("outcome") is None and entry["state"] == state:
-                    return str(data["run_id"])
-        time.sleep(0.05)
-    raise AssertionError(f"{cluster} never reached {state}")
+def wait_for(fleet: LocalFleet, cluster: str, state: str) -> str:
+    """The run id once `cluster` is in `state` (a fault run's first rollout may be slow)."""
+    return fleet.wait_for_state(cluster, state, timeout=90)
 
 
 def serving(fleet: LocalFleet) -> dict[str, str]:

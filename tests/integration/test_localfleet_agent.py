@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tests.waits import eventually
 from wavegate import filestore
 from wavegate.localfleet import pods, supervisor
 from wavegate.localfleet.ingress import Ingress
@@ -534,7 +535,4 @@ def test_ingress_counts_requests_in_flight_so_a_pod_can_drain(
     Echo.slow_may_answer.set()
     slow.join(timeout=10)
     # The ingress lets go of the pod a moment after the last byte reaches the client.
-    deadline = time.monotonic() + 2
-    while not ingress.is_drained(backends[0]) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert ingress.is_drained(backends[0])
+    eventually(lambda: ingress.is_drained(backends[0]) or None, timeout=2, every=0.01)

@@ -98,27 +98,11 @@ def _start_deploy(fleet: LocalFleet, version: str, app: str = "library-app",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for_state(fleet: LocalFleet, cluster: str, state: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    runs = fleet.root / ".wavegate" / "runs"
-    while time.monotonic() < deadline:
-        for journal in runs.glob("*.json") if runs.is_dir() else []:
-            try:
-                data = json.loads(journal.read_text())
-            except ValueError:
-                continue  # being rewritten
-            entry = next((c for c in data["clusters"] if c["cluster"] == cluster), None)
-            if data.get("outcome") is None and entry and entry["state"] == state:
-                return str(data["run_id"])
-        time.sleep(0.05)
-    raise AssertionError(f"{cluster} never reached {state}")
-
-
 def test_sigkill_during_the_bake_then_resume_finishes_the_job(local_fleet: LocalFleet) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     set_bake(local_fleet, "canary", "30s")
     process = _start_deploy(local_fleet, "1.1.0")
-    _wait_for_state(local_fleet, "prod-0", "baking")
+    local_fleet.wait_for_state("prod-0", "baking")
     process.kill()
     process.communicate()
     set_bake(local_fleet, "canary", "1s")  # the fleet file is read again on resume
@@ -135,7 +119,7 @@ def test_ci_cancel_sigint_then_sigterm_stops_safely_and_resume_finishes(
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     set_bake(local_fleet, "canary", "60s")
     process = _start_deploy(local_fleet, "1.1.0")
-    _wait_for_state(local_fleet, "prod-0", "baking")
+    local_fleet.wait_for_state("prod-0", "baking")
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     try:
@@ -158,7 +142,7 @@ def test_abort_of_a_running_deploy_from_another_process(local_fleet: LocalFleet)
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     set_bake(local_fleet, "canary", "60s")
     process = _start_deploy(local_fleet, "1.1.0")
-    run_id = _wait_for_state(local_fleet, "prod-0", "baking")
+    run_id = local_fleet.wait_for_state("prod-0", "baking")
     asked = local_fleet.wavegate("abort", run_id)
     assert asked.code == 0, asked.stderr
     process.communicate(timeout=30)
@@ -180,7 +164,7 @@ def test_resume_on_a_new_runner_works_from_the_ledgers_alone(local_fleet: LocalF
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     set_bake(local_fleet, "regions", "30s")
     process = _start_deploy(local_fleet, "1.1.0")
-    _wait_for_state(local_fleet, "prod-3", "baking")
+    local_fleet.wait_for_state("prod-3", "baking")
     process.kill()
     process.communicate()
     shutil.rmtree(local_fleet.root / ".wavegate" / "runs")  # a new CI runner has no journal
@@ -196,7 +180,7 @@ def test_sigkill_during_the_watch_then_resume_watches_again(local_fleet: LocalFl
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     edit_fleet(local_fleet, watch="60s")
     process = _start_deploy(local_fleet, "1.1.0")
-    _wait_for_state(local_fleet, "prod-5", "verified")  # every wave done: watching
+    local_fleet.wait_for_state("prod-5", "verified")  # every wave done: watching
     process.kill()
     process.communicate()
     edit_fleet(local_fleet, watch="1s")
@@ -221,7 +205,7 @@ def test_sigkill_mid_phase_then_resume_applies_the_failure_policy(
     variant = local_fleet.app_variant("bad", configmap_extra=FAULTY)
     process = _start_deploy(local_fleet, "1.1.0", str(variant), "--set", "leak=", "--set",
                             f"fault={fault}")
-    _wait_for_state(local_fleet, "prod-0", phase)
+    local_fleet.wait_for_state("prod-0", phase)
     process.kill()
     process.communicate()
     resumed = local_fleet.wavegate("resume")
@@ -234,7 +218,7 @@ def test_sigkill_mid_phase_then_resume_applies_the_failure_policy(
 def test_sigkill_mid_rollback_then_resume_finishes_the_rollback(local_fleet: LocalFleet) -> None:
     assert local_fleet.deploy("library-app", "1.0.0").code == 0
     process = _start_deploy(local_fleet, "2.0.0")  # the regression: prod-0 rolls back
-    _wait_for_state(local_fleet, "prod-0", "rolling-back")
+    local_fleet.wait_for_state("prod-0", "rolling-back")
     process.kill()
     process.communicate()
     resumed = local_fleet.wavegate("resume")

@@ -15,7 +15,6 @@ import pytest
 from tests.integration.conftest import LocalFleet
 from tests.integration.test_operations_local import (
     _start_deploy,
-    _wait_for_state,
     edit_fleet,
     run_id_of,
     set_bake,
@@ -58,7 +57,7 @@ def test_a_set_env_value_lands_only_in_the_release_and_resume_reads_it_again(
     # Killed in the canary's bake (seen in its journal), then resumed from a new process.
     set_bake(local_fleet, "canary", "30s")
     process = _start_deploy(local_fleet, "1.1.0", app, *SET_ENV)
-    _wait_for_state(local_fleet, "prod-0", "baking")
+    local_fleet.wait_for_state("prod-0", "baking")
     process.kill()
     local_fleet.outputs += process.communicate()
     set_bake(local_fleet, "canary", "1s")
