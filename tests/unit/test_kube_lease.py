@@ -71,6 +71,24 @@ def test_taking_counts_a_transition_and_keeps_the_resource_version() -> None:
     assert taken["spec"]["acquireTime"] == taken["spec"]["renewTime"] == lease.micro_time(NOW)
 
 
+def test_a_release_counts_the_hand_over_so_a_take_of_a_released_lease_adds_none() -> None:
+    released = lease.released(held("me"))
+    assert lease.holder(released) is None
+    assert released["spec"]["leaseTransitions"] == 1
+    retaken = lease.taken(released, holder_id="next", ttl=30, now=NOW)
+    assert retaken["spec"]["leaseTransitions"] == 1
+
+
+def test_the_one_request_take_tests_that_nobody_holds_the_lease_before_writing() -> None:
+    patch = lease.take_if_released(holder_id="me", ttl=29.5, now=NOW)
+    assert patch[0] == {"op": "test", "path": "/spec/holderIdentity", "value": None}
+    written = {op["path"]: op["value"] for op in patch[1:]}
+    assert written == {"/spec/holderIdentity": "me", "/spec/leaseDurationSeconds": 30,
+                       "/spec/acquireTime": lease.micro_time(NOW),
+                       "/spec/renewTime": lease.micro_time(NOW)}
+    assert {op["op"] for op in patch[1:]} == {"add"}  # add sets a member whether or not it exists
+
+
 def test_renewing_moves_only_the_renew_time() -> None:
     current = held("me", renewed_ago=10)
     current["spec"]["acquireTime"] = "2025-03-14T09:00:00.000000Z"

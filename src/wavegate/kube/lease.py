@@ -24,6 +24,14 @@ A lease is released by clearing its holder, not deleted: a run whose lease was t
 released by an emergency rollback reads "released" and stops, while a lease that is gone (deleted
 by hand) is taken again by the live run that held it.
 
+A released lease is taken in one request, without reading it first (`take_if_released`): a JSON
+patch whose first operation tests that the lease has no holder, which the server applies to the
+lease as stored, atomically (of two runs racing, the second one's test fails: 422). Anything
+else (a holder, a lease left with an empty holder by another tool) fails the test, and the
+taker reads the lease and decides as above. leaseTransitions counts hand-overs: one when a
+holder releases the lease or has it taken from them, so a take of a released lease, which
+knows no count to add to, adds nothing.
+
 Fencing, cheaply. A writer that saw the lease as its own (a read, or a renewal the server
 accepted) may trust that for a short window, `trust(term)`, a tenth of the lease term (3 s at
 the usual 30 s), measured from when it sent that request; past it, the next fence asks again.
@@ -186,17 +194,32 @@ def renewed(lease: dict[str, Any], *, ttl: float, now: datetime) -> dict[str, An
 def taken(lease: dict[str, Any], *, holder_id: str, ttl: float, now: datetime) -> dict[str, Any]:
     """The lease handed to `holder_id`; it keeps its resourceVersion (compare-and-set)."""
     spec = lease.get("spec") or {}
+    handed_over = 1 if holder(lease) is not None else 0  # a release counted its own
     spec = {**spec, "holderIdentity": holder_id, "leaseDurationSeconds": duration(ttl),
             "acquireTime": micro_time(now), "renewTime": micro_time(now),
-            "leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
+            "leaseTransitions": _transitions(lease) + handed_over}
     return {**_for_update(lease), "spec": spec}
+
+
+def take_if_released(*, holder_id: str, ttl: float, now: datetime) -> list[dict[str, Any]]:
+    """A JSON patch (RFC 6902) that takes the lease if, and only if, it has no holder."""
+    return [{"op": "test", "path": "/spec/holderIdentity", "value": None},
+            {"op": "add", "path": "/spec/holderIdentity", "value": holder_id},
+            {"op": "add", "path": "/spec/leaseDurationSeconds", "value": duration(ttl)},
+            {"op": "add", "path": "/spec/acquireTime", "value": micro_time(now)},
+            {"op": "add", "path": "/spec/renewTime", "value": micro_time(now)}]
 
 
 def released(lease: dict[str, Any]) -> dict[str, Any]:
     """The lease with no holder: kept, so a run that lost it reads "released", not "gone"."""
     spec = {key: value for key, value in (lease.get("spec") or {}).items()
             if key != "holderIdentity"}
+    spec["leaseTransitions"] = _transitions(lease) + 1
     return {**_for_update(lease), "spec": spec}
+
+
+def _transitions(lease: dict[str, Any]) -> int:
+    return int((lease.get("spec") or {}).get("leaseTransitions") or 0)
 
 
 def _version(lease: dict[str, Any]) -> str:
