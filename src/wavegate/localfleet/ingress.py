@@ -241,6 +241,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "wavegate-localfleet"
     sys_version = ""
     timeout = 60  # a stalled client must not hold a thread forever
+    # The status and headers go out in one write and the body in the next; with Nagle on, the
+    # body waits for the client's delayed ACK of the headers: 40 ms on every kept-alive request
+    # (a check round of a dozen probes, four at a time, took 0.18 s instead of 0.02 s).
+    disable_nagle_algorithm = True
 
     def _proxy(self) -> None:
         body = self._read_body()
