@@ -160,10 +160,29 @@ def test_restart_backoff_doubles_to_a_cap(crashes: int, delay: float) -> None:
 
 def test_address_pool_never_hands_out_127_0_0_1_or_an_address_twice() -> None:
     pool = pods.AddressPool(rng=random.Random(7), can_bind=lambda host, port: True)
-    handed = [pool.acquire(8080) for _ in range(2000)]
+    handed = [pool.acquire(8080) for _ in range(500)]
     assert len(set(handed)) == len(handed)
     assert all(h.startswith("127.0.") and h != "127.0.0.1" for h in handed)
     assert all(0 < int(part) < 255 for h in handed for part in h.split(".")[2:])
+    for host in handed:
+        pool.release(host)
+
+
+def test_two_agents_pools_never_hand_out_the_same_address_before_a_pod_binds_it() -> None:
+    """Two pools that draw the same addresses in the same order (two clusters' agents on one
+    machine, unlucky): nothing is bound yet, so only the machine-wide claim tells them apart."""
+    first = pods.AddressPool(rng=random.Random(11), can_bind=lambda host, port: True)
+    second = pods.AddressPool(rng=random.Random(11), can_bind=lambda host, port: True)
+    mine = [first.acquire(8080) for _ in range(20)]
+    theirs = [second.acquire(8080) for _ in range(20)]
+    assert not set(mine) & set(theirs)
+    first.release(mine[0])
+    again = pods.AddressPool(rng=random.Random(11), can_bind=lambda host, port: True)
+    assert again.acquire(8080) == mine[0]  # released: free for anyone
+    again.release(mine[0])
+    for pool, hosts in ((first, mine[1:]), (second, theirs)):
+        for host in hosts:
+            pool.release(host)
 
 
 def test_address_pool_gives_up_when_nothing_binds() -> None:

@@ -2,8 +2,8 @@
 
 Owns, for any caller that decides which pods should exist (the local fleet agent, and later the
 Kubernetes node agent of the kube sandbox):
-- `AddressPool`: a 127.0.x.y address per pod (never 127.0.0.1), free in this pool and bindable
-  on the pod's port right now;
+- `AddressPool`: a 127.0.x.y address per pod (never 127.0.0.1), claimed machine-wide for as
+  long as the pod has it, and bindable on the pod's port right now;
 - `Runner`: spawning a pod (`argv`, the caller's env plus `HOST` and `PORT`, stdout and stderr
   to `LOG_DIR/<pod>.log`, its own process group, SIGKILL when the runner's thread dies), the
   readiness probe (HTTP GET answering 2xx, or a TCP connect), restarts with backoff like
@@ -131,9 +131,26 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
+def _claim(host: str) -> socket.socket | None:
+    """A machine-wide claim on HOST: a Unix socket bound to an abstract name made of it (Linux),
+    which the kernel lets one socket hold at a time and frees when it is closed or its process
+    dies; None when another agent holds it."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0wavegate-pod-address-{host}")
+    except OSError:
+        claim.close()
+        return None
+    return claim
+
+
 class AddressPool:
-    """Loopback addresses for pods: 127.0.x.y with x and y in 1..254, chosen at random so
-    that agents of several clusters on one machine rarely try the same address."""
+    """Loopback addresses for pods: 127.0.x.y with x and y in 1..254, chosen at random.
+
+    Several agents on one machine (six clusters, a sandbox and a local fleet) each have a
+    pool. A bind test alone would let two of them pick the same free address in the moment
+    before either pod binds it, and the second pod would crash on "Address already in use":
+    so an address is first claimed machine-wide (`_claim`) and held until it is released."""
 
     def __init__(
         self,
@@ -141,20 +158,29 @@ class AddressPool:
         rng: random.Random | None = None,
         attempts: int = 256,
         can_bind: Callable[[str, int], bool] = _can_bind,
+        claim: Callable[[str], socket.socket | None] = _claim,
     ) -> None:
         self._rng = rng or random.Random()
         self._attempts = attempts
         self._can_bind = can_bind
-        self._used: set[str] = set()
+        self._claim = claim
+        self._claims: dict[str, socket.socket] = {}  # by host: the addresses this pool holds
         self._lock = threading.Lock()
 
     def acquire(self, port: int) -> str:
         with self._lock:
             for _ in range(self._attempts):
                 host = f"127.0.{self._rng.randint(1, 254)}.{self._rng.randint(1, 254)}"
-                if host not in self._used and self._can_bind(host, port):
-                    self._used.add(host)
-                    return host
+                if host in self._claims:
+                    continue
+                claim = self._claim(host)
+                if claim is None:
+                    continue  # another agent's
+                if not self._can_bind(host, port):
+                    claim.close()  # held outside every pool (a leftover pod, another program)
+                    continue
+                self._claims[host] = claim
+                return host
         raise OSError(f"no free loopback address for port {port} after {self._attempts} tries")
 
     def still_free(self, host: str, port: int) -> bool:
@@ -162,7 +188,9 @@ class AddressPool:
 
     def release(self, host: str) -> None:
         with self._lock:
-            self._used.discard(host)
+            claim = self._claims.pop(host, None)
+        if claim is not None:
+            claim.close()
 
 
 def probe_once(host: str, probe: Probe, timeout: float) -> bool:
