@@ -158,12 +158,10 @@ class AddressPool:
         rng: random.Random | None = None,
         attempts: int = 256,
         can_bind: Callable[[str, int], bool] = _can_bind,
-        claim: Callable[[str], socket.socket | None] = _claim,
     ) -> None:
         self._rng = rng or random.Random()
         self._attempts = attempts
         self._can_bind = can_bind
-        self._claim = claim
         self._claims: dict[str, socket.socket] = {}  # by host: the addresses this pool holds
         self._lock = threading.Lock()
 
@@ -173,7 +171,7 @@ class AddressPool:
                 host = f"127.0.{self._rng.randint(1, 254)}.{self._rng.randint(1, 254)}"
                 if host in self._claims:
                     continue
-                claim = self._claim(host)
+                claim = _claim(host)
                 if claim is None:
                     continue  # another agent's
                 if not self._can_bind(host, port):
