@@ -7,6 +7,7 @@ under 100 ms. Layout, importing only downward:
   find), including the deliberate regressions wavegate's checks must catch.
 - `tokens`: who is calling, from `Authorization: Bearer ...`; never prints a token.
 - `faults`: `LIBRARY_FAIL` failure injection, for testing the orchestrator, not the app.
+- `http11`: a small HTTP/1.1 server, every connection a coroutine on one event loop.
 - `server`: HTTP only: routes, status codes, JSON bodies; `make_server` for tests.
 - `__main__`: flags and environment, the startup line, serving until SIGTERM.
 """

@@ -116,16 +116,11 @@ class CountingServer(Served):
     """The real Library App, counting the TCP connections it accepts."""
 
     def __init__(self) -> None:
-        self.server = make_server("127.0.0.1", 0, "1.0.0", {})
-        self.accepted = 0
-        accept = self.server.get_request
+        self.serve(make_server("127.0.0.1", 0, "1.0.0", {}))
 
-        def counted() -> Any:
-            self.accepted += 1
-            return accept()
-
-        self.server.get_request = counted  # type: ignore[method-assign]
-        self.serve(self.server)
+    @property
+    def accepted(self) -> int:
+        return int(self.server.accepted)
 
 
 def version_suite(count: int) -> checks.Suite:
