@@ -4,7 +4,7 @@ library_app served with http.server's ThreadingHTTPServer: a thread per connecti
 probing a hundred clusters behind one front door holds hundreds of connections open at once,
 and hundreds of threads taking turns at the interpreter lock cost more CPU than the answers:
 the probes of the fleet-scale bench's 1,000 clusters took its two servers 16.8 s of CPU that
-way, and 3.3 to 3.8 s on one loop each.
+way, and 3.3 to 4.0 s on one loop each.
 
 This serves what library_app needs and no more: requests framed by Content-Length (a chunked
 request body is refused with 501), answered in order, keep-alive unless the client or the
