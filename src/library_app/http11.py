@@ -27,7 +27,7 @@ from http import HTTPStatus
 
 HEAD_LIMIT = 64 * 1024  # request line and headers; more is refused with 431
 MAX_BODY = 64 * 1024  # a request body past this is not read: the handler sees `body=None`
-IDLE_TIMEOUT = 30.0  # a client that sends nothing must not hold a connection forever
+IDLE_TIMEOUT = 30.0  # a client that sends or reads nothing must not hold a connection
 BACKLOG = 1024  # a burst of hundreds of connections must not see dropped SYNs (a 1 s retry)
 SERVER_NAME = "library_app"
 
@@ -68,16 +68,16 @@ class Reply:
     async def send(self, status: int, fields: Mapping[str, str], body: bytes, *,
                    with_body: bool = True) -> None:
         head = _head(status, {**fields, "Content-Length": str(len(body))}, close=self.close)
-        self._writer.write(head + body if with_body else head)
-        await self._writer.drain()
+        await self.write(head + body if with_body else head)
 
     async def start(self, status: int, fields: Mapping[str, str]) -> None:
-        self._writer.write(_head(status, fields, close=self.close))
-        await self._writer.drain()
+        await self.write(_head(status, fields, close=self.close))
 
-    async def write(self, chunk: bytes) -> None:
-        self._writer.write(chunk)
-        await self._writer.drain()
+    async def write(self, data: bytes) -> None:
+        """Send `data`; a client that stops reading for IDLE_TIMEOUT loses its connection."""
+        self._writer.write(data)
+        async with asyncio.timeout(IDLE_TIMEOUT):
+            await self._writer.drain()
 
 
 Handler = Callable[[Request, Reply], Awaitable[None]]

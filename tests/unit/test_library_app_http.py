@@ -145,3 +145,19 @@ def test_a_client_that_sends_nothing_is_dropped_after_the_idle_timeout(
     monkeypatch.setattr(http11, "IDLE_TIMEOUT", 0.2)
     with socket.create_connection(serve(served)) as connection:
         assert closed_by_server(connection)
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_idle_timeout(
+        served: list[LibraryServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http11, "IDLE_TIMEOUT", 0.2)
+    with socket.create_connection(serve(served, LIBRARY_FAIL="huge-body")) as connection:
+        connection.sendall(f"GET /api/spaces HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                           "\r\n".encode())
+        server = served[-1]
+        eventually(lambda: server.api_requests or None, every=0.01)
+        time.sleep(0.5)  # not reading, past the idle timeout: what this test is about
+        connection.settimeout(5)
+        received = 0
+        while chunk := connection.recv(1 << 20):
+            received += len(chunk)
+    assert received < 256 * 1024 * 1024  # the server gave up, far short of the whole body
