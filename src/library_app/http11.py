@@ -30,6 +30,7 @@ MAX_BODY = 64 * 1024  # a request body past this is not read: the handler sees `
 IDLE_TIMEOUT = 30.0  # a client that sends or reads nothing must not hold a connection
 BACKLOG = 1024  # a burst of hundreds of connections must not see dropped SYNs (a 1 s retry)
 SERVER_NAME = "library_app"
+SHUTDOWN_GRACE = 2.0  # seconds for open connections to end once the server stops
 
 
 class BadRequest(Exception):
@@ -183,32 +184,32 @@ class Server:
         self._socket.close()
 
     async def _serve(self) -> None:
-        stopping, connections = asyncio.Event(), set[asyncio.Task[None]]()
+        stopping, writers = asyncio.Event(), set[asyncio.StreamWriter]()
         with self._guard:
             self._stopping = stopping
             if self._shut:
                 stopping.set()
 
-        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def connected(reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> Awaitable[None]:
+            # Not a coroutine function: the writer is known from the moment of accepting,
+            # so a connection whose coroutine never got to start is still closed at the end.
             self.accepted += 1
-            task = asyncio.current_task()
-            assert task is not None
-            connections.add(task)
-            try:
-                await self._connection(reader, writer, stopping)
-            finally:
-                connections.discard(task)
+            writers.add(writer)
+            return self._connection(reader, writer, stopping, writers)
 
         server = await asyncio.start_server(connected, sock=self._socket, limit=HEAD_LIMIT,
                                             backlog=BACKLOG)
         await stopping.wait()
+        # Stop accepting, but close the server only once every connection has ended: asyncio
+        # (3.11) sets an accepted connection up in a task of its own, and one set up after
+        # the server closed fails an assertion and leaves its socket open.
+        asyncio.get_running_loop().remove_reader(self._socket.fileno())
+        await _end_connections(writers)
         server.close()
-        for task in list(connections):
-            task.cancel()  # a `hang` or `trickle` answer ends with the server
-        await asyncio.gather(*connections, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          stopping: asyncio.Event) -> None:
+                          stopping: asyncio.Event, writers: set[asyncio.StreamWriter]) -> None:
         try:
             while await self._one(reader, writer, stopping):
                 pass
@@ -218,6 +219,7 @@ class Server:
             print(f"{SERVER_NAME}: error answering a request: {type(error).__name__}",
                   file=sys.stderr, flush=True)
         finally:
+            writers.discard(writer)
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -239,6 +241,25 @@ class Server:
         reply.close = not request.keep_alive
         await self._handler(request, reply)
         return not reply.close
+
+
+async def _end_connections(writers: set[asyncio.StreamWriter]) -> None:
+    """Close every connection and wait for every task to end (a connection being set up is a
+    task until it becomes a connection): a closed connection ends its read, a `hang` or
+    `trickle` answer sees `stopping`. Cancelling them instead would lose a connection being
+    set up, and Python 3.11 logs every cancelled connection task as an error. Whatever is
+    still running after SHUTDOWN_GRACE is cancelled."""
+    current = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE
+    while others := [task for task in asyncio.all_tasks() if task is not current]:
+        for writer in writers:
+            writer.close()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            for task in others:
+                task.cancel()
+        await asyncio.wait(others, timeout=max(left, 0.1))
+    await asyncio.sleep(0)  # the closed transports' last callbacks, which close their sockets
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request:

@@ -7,6 +7,7 @@ answers to HTTP. It never logs requests: a request line can carry a token in its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,7 +150,8 @@ async def _stream_injected_body(faults: Faults, reply: http11.Reply) -> None:
         await reply.write(chunk)  # a client that hangs up ends this with ConnectionError
         sent += len(chunk)
         if faults.trickle:
-            await asyncio.sleep(TRICKLE_PAUSE)
+            with contextlib.suppress(TimeoutError):  # the pause, cut short when stopping
+                await asyncio.wait_for(reply.stopping.wait(), TRICKLE_PAUSE)
 
 
 def _json_field(body: bytes | None, name: str) -> str | None:
