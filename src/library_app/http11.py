@@ -76,9 +76,12 @@ class Reply:
 
     async def write(self, data: bytes) -> None:
         """Send `data`; a client that stops reading for IDLE_TIMEOUT loses its connection."""
+        if self._writer.is_closing():  # the client hung up: a streamed answer ends here
+            raise ConnectionResetError("the client closed the connection")
         self._writer.write(data)
-        async with asyncio.timeout(IDLE_TIMEOUT):
-            await self._writer.drain()
+        if self._writer.transport.get_write_buffer_size():  # else all of it went out at once
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                await self._writer.drain()
 
 
 Handler = Callable[[Request, Reply], Awaitable[None]]

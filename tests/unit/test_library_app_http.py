@@ -179,3 +179,19 @@ def test_shutdown_amid_new_connections_leaves_none_open() -> None:
         for client in clients:
             client.close()
         gc.collect()
+
+
+def test_a_streamed_answer_ends_when_the_client_hangs_up(
+        served: list[LibraryServer], caplog: pytest.LogCaptureFixture) -> None:
+    address = serve(served, LIBRARY_FAIL="huge-body")
+    with socket.create_connection(address) as connection:
+        connection.sendall(f"GET /api/spaces HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                           "\r\n".encode())
+        assert connection.recv(1 << 16)  # the answer is streaming
+    # The server is free again, and did not go on writing into the closed connection
+    # (asyncio warns "socket.send() raised exception." for each such write).
+    with socket.create_connection(address) as connection:
+        connection.settimeout(5)
+        status, _, _ = exchange(connection, b"GET /version HTTP/1.1\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    assert not [record for record in caplog.records if record.name == "asyncio"]
