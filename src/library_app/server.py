@@ -102,13 +102,13 @@ class LibraryServer(http11.Server):
 
     async def _get(self, path: str, query: str, request: http11.Request,
                    reply: http11.Reply) -> None:
-        faults = self.app.faults
-        if path.startswith("/api/") and self.next_api_request_fails():
+        faults, api = self.app.faults, path.startswith("/api/")  # faults touch /api/* only
+        if api and self.next_api_request_fails():
             await _send(reply, (500, {"error": "injected failure"}))
-        elif path.startswith("/api/") and faults.hang:
+        elif api and faults.hang:
             await reply.stopping.wait()  # `hang`: no answer at all, until the process stops
             reply.close = True
-        elif path.startswith("/api/") and (faults.huge_body_mib or faults.trickle):
+        elif api and (faults.huge_body_mib or faults.trickle):
             await _stream_injected_body(faults, reply)
         else:
             await _send(reply, route(self.app, path, query, request.headers.get("authorization")))
